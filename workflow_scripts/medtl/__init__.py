@@ -1,0 +1,1 @@
+"""medtl: transfer learning strategies for medical imaging, driven by the Snakemake workflow."""

@@ -1,0 +1,83 @@
+"""Architectures of the first study (ResNet-50, DenseNet-121, VGG-19) and small
+same-shaped ones for the CPU demo. Block splits follow the study: 6 / 9 / 6."""
+from __future__ import annotations
+
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models.densenet import DenseNet
+from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.vgg import VGG, make_layers
+
+from medtl.models.network import ARCHS, ArchSpec
+
+
+def resnet_blocks(net: nn.Module) -> list[list[str]]:
+    return [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"], ["fc"]]
+
+
+def densenet_blocks(net: nn.Module) -> list[list[str]]:
+    f = "features."
+    return [[f + "conv0", f + "norm0"],
+            [f + "denseblock1"], [f + "transition1"],
+            [f + "denseblock2"], [f + "transition2"],
+            [f + "denseblock3"], [f + "transition3"],
+            [f + "denseblock4", f + "norm5"], ["classifier"]]
+
+
+def vgg_blocks(net: nn.Module) -> list[list[str]]:
+    """Five convolution stages (split at each max-pool) and the classifier."""
+    stages, current = [], []
+    for i, m in enumerate(net.features):
+        if isinstance(m, nn.Conv2d):
+            current.append(f"features.{i}")
+        if isinstance(m, nn.MaxPool2d):
+            stages.append(current)
+            current = []
+    return stages + [["classifier"]]
+
+
+def _replace_vgg_head(net: VGG, num_classes: int) -> VGG:
+    net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, num_classes)
+    return net
+
+
+ARCHS.register("resnet50")(ArchSpec(
+    build=lambda k: tvm.resnet50(num_classes=k), blocks=resnet_blocks, head="fc", family="resnet",
+    default_preprocess={"resize": 232, "crop": 224}, imagenet_weights="ResNet50_Weights.IMAGENET1K_V2"))
+
+ARCHS.register("densenet121")(ArchSpec(
+    build=lambda k: tvm.densenet121(num_classes=k), blocks=densenet_blocks, head="classifier",
+    family="densenet", default_preprocess={"resize": 256, "crop": 224},
+    imagenet_weights="DenseNet121_Weights.IMAGENET1K_V1"))
+
+ARCHS.register("vgg19")(ArchSpec(
+    build=lambda k: tvm.vgg19(num_classes=k), blocks=vgg_blocks, head="classifier.6", family="vgg",
+    default_preprocess={"resize": 256, "crop": 224}, imagenet_weights="VGG19_Weights.IMAGENET1K_V1"))
+
+
+# Demo sizes: the same families and block splits, small enough for a 2-core CPU at 32 px.
+ARCHS.register("resnet_tiny")(ArchSpec(
+    build=lambda k: ResNet(BasicBlock, [1, 1, 1, 1], num_classes=k), blocks=resnet_blocks, head="fc",
+    family="resnet", default_preprocess={"resize": 36, "crop": 32}))
+
+
+def _densenet_tiny(k: int) -> DenseNet:
+    return DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, bn_size=2, num_classes=k)
+
+
+ARCHS.register("densenet_tiny")(ArchSpec(
+    build=_densenet_tiny, blocks=densenet_blocks, head="classifier", family="densenet",
+    default_preprocess={"resize": 36, "crop": 32}))
+
+
+def _vgg_tiny(k: int) -> VGG:
+    net = VGG(make_layers([16, "M", 32, "M", 32, "M", 64, "M", 64, "M"]), num_classes=k)
+    net.avgpool = nn.AdaptiveAvgPool2d(1)
+    net.classifier = nn.Sequential(nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(0.2),
+                                   nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(0.2), nn.Linear(64, k))
+    return net
+
+
+ARCHS.register("vgg_tiny")(ArchSpec(
+    build=_vgg_tiny, blocks=vgg_blocks, head="classifier.6", family="vgg",
+    default_preprocess={"resize": 36, "crop": 32}))

@@ -1,0 +1,127 @@
+"""What a fine-tuning strategy controls, and the defaults most strategies keep.
+
+The trainer owns the loop (batches, evaluation, early stopping, checkpoints);
+a strategy decides which parameters train in each epoch, with which optimizer
+and rates, what is added to the loss, and which weights are evaluated.
+Adding a strategy = one module with a subclass registered by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from medtl.models.network import Network
+from medtl.registry import Registry
+
+
+@dataclass
+class Context:
+    """What a strategy may look at: the network, its starting point and the run's settings."""
+    net: Network
+    init_state: dict[str, torch.Tensor]  # parameters at the start of fine-tuning, by name
+    lr: float
+    epochs: int
+    steps_per_epoch: int
+    task: str
+    train_targets: Any  # (n, n_classes) 0/1 numpy array
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+class Strategy:
+    #: settings with their defaults; config values override them and unknown keys are refused
+    defaults: dict[str, Any] = {}
+    #: metric for early stopping, None = the dataset's primary metric
+    monitor: str | None = None
+
+    def __init__(self, ctx: Context, **settings: Any):
+        unknown = sorted(set(settings) - set(self.defaults) - {"type"})
+        if unknown:
+            raise ValueError(f"strategy {type(self).__name__}: unknown settings {unknown}; "
+                             f"known: {sorted(self.defaults)}")
+        self.ctx = ctx
+        self.settings = {**self.defaults, **{k: v for k, v in settings.items() if k != "type"}}
+        self.net = ctx.net
+
+    # -- which parameters train -------------------------------------------------
+    def trainable_blocks(self, epoch: int) -> set[int] | None:
+        """Block indices whose parameters train in ``epoch``; None = all. The head always trains."""
+        return None
+
+    def apply_freezing(self, epoch: int) -> None:
+        blocks = self.trainable_blocks(epoch)
+        for name, block, is_head, p in self.net.named_block_parameters():
+            p.requires_grad_(blocks is None or is_head or block in blocks)
+
+    def set_train_mode(self) -> None:
+        """Train mode, except for fully frozen blocks: their BatchNorm statistics and dropout stay fixed."""
+        self.net.train()
+        frozen = {b for n, b, h, p in self.net.named_block_parameters()} - self._blocks_with_grad()
+        for b in frozen:
+            for m in self.net.block_modules(b):
+                m.eval()
+
+    def _blocks_with_grad(self) -> set[int]:
+        return {b for n, b, h, p in self.net.named_block_parameters() if p.requires_grad}
+
+    # -- optimisation -------------------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for p in self.net.parameters()], "lr": self.ctx.lr}]
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        # One optimizer over every parameter for the whole run: frozen ones simply have
+        # no gradient and are skipped, so unfreezing needs no rebuild and schedules carry on.
+        groups = self.param_groups()
+        name = self.ctx.optimizer.lower()
+        if name == "adam":
+            return torch.optim.Adam(groups, lr=self.ctx.lr, weight_decay=self.ctx.weight_decay)
+        if name == "adamw":
+            return torch.optim.AdamW(groups, lr=self.ctx.lr, weight_decay=self.ctx.weight_decay)
+        if name == "sgd":
+            return torch.optim.SGD(groups, lr=self.ctx.lr, momentum=0.9, weight_decay=self.ctx.weight_decay)
+        raise ValueError(f"unknown optimizer '{self.ctx.optimizer}'; use adam, adamw or sgd")
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer):
+        return None
+
+    def on_epoch_start(self, epoch: int, optimizer: torch.optim.Optimizer, probe) -> None:
+        """Called before each epoch; ``probe()`` runs forward/backward on one training batch."""
+        self.apply_freezing(epoch)
+
+    # -- loss -----------------------------------------------------------------------
+    def class_weights(self) -> torch.Tensor | None:
+        return None
+
+    def penalty(self) -> torch.Tensor | float:
+        return 0.0
+
+    def after_step(self) -> None:
+        pass
+
+    def on_validation(self, epoch: int, per_class_auc: list[float]) -> None:
+        pass
+
+    # -- evaluation -----------------------------------------------------------------
+    def eval_model(self) -> nn.Module:
+        return self.net
+
+    def uses_amp(self) -> bool:
+        return False
+
+    # -- resume ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def describe(self) -> dict:
+        """Resolved settings, written next to the job's results."""
+        return dict(self.settings)
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")

@@ -1,0 +1,117 @@
+"""One training job: (dataset, architecture, strategy, learning rate, seed) -> metrics."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medtl import metrics as M
+from medtl.data.store import load_store
+from medtl.io import atomic_path, write_json
+from medtl.models import build_network
+from medtl.strategies import STRATEGIES, Context
+from medtl.training.batches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, SplitData
+from medtl.training.trainer import LoopSettings, Trainer, predict, seed_everything
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' requested but CUDA is not available; set training.device: auto or cpu")
+    return torch.device(name)
+
+
+def signature(hp: dict) -> str:
+    return hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_weights(net, weights_file: str | None) -> None:
+    if not weights_file:
+        return
+    state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    net.load_backbone(state)
+
+
+def build(hp: dict, store, weights_file: str | None, device: torch.device):
+    """Network, strategy and data for a job: shared by training and the benchmarks."""
+    seed_everything(int(hp["seed"]))
+    net = build_network(hp["arch"]["name"], len(store.classes))
+    load_weights(net, weights_file)
+    net.to(device)
+    training = hp["training"]
+    if training.get("channels_last") and device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    train = SplitData(store.images, store.indices("train"), store.targets("train"), pin=device.type == "cuda")
+    val = SplitData(store.images, store.indices("val"), store.targets("val"), pin=device.type == "cuda")
+    ctx = Context(
+        net=net,
+        init_state={n: p.detach().clone() for n, p in net.net.named_parameters()},
+        lr=float(hp["lr"]), epochs=int(training["epochs"]),
+        steps_per_epoch=train.n_batches(int(training["batch_size"])),
+        task=store.task, train_targets=store.targets("train"),
+        optimizer=training.get("optimizer", "adam"), weight_decay=float(training.get("weight_decay", 0.0)),
+        device=device,
+    )
+    strategy_cls = STRATEGIES.get(hp["strategy"]["type"])
+    strategy = strategy_cls(ctx, **hp["strategy"]["settings"])
+    norm_cfg = training.get("normalize", {})
+    norm = Normalizer(norm_cfg.get("mean", IMAGENET_MEAN), norm_cfg.get("std", IMAGENET_STD), device,
+                      channels_last=bool(training.get("channels_last")) and device.type == "cuda")
+    return net, strategy, train, val, norm
+
+
+def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkpoint: str,
+        threads: int = 1) -> dict:
+    """Train, select the best epoch on validation, evaluate on test; write results into ``out_dir``."""
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    started = time.monotonic()
+    out = Path(out_dir)
+    store = load_store(store_dir)
+    device = resolve_device(hp["training"].get("device", "auto"))
+    net, strategy, train, val, norm = build(hp, store, weights_file, device)
+    metric_names = list(store.meta["metrics"])
+    monitor = strategy.monitor or store.meta["primary_metric"]
+    if monitor not in metric_names:
+        metric_names.append(monitor)
+    training = hp["training"]
+    loop = LoopSettings(epochs=int(training["epochs"]), batch_size=int(training["batch_size"]),
+                        patience=int(training["patience"]), seed=int(hp["seed"]), monitor=monitor,
+                        metrics=metric_names, eval_batch_size=int(training.get("eval_batch_size", 256)))
+    print(f"[train] {hp['dataset']['name']} {hp['arch']['name']} {hp['strategy']['name']} lr={hp['lr']} "
+          f"seed={hp['seed']} on {device}: {len(train)} train / {len(val)} val images", file=sys.stderr, flush=True)
+    trainer = Trainer(strategy, train, val, norm, loop, checkpoint=Path(checkpoint), signature=signature(hp))
+    outcome = trainer.fit()
+
+    test = SplitData(store.images, store.indices("test"), store.targets("test"))
+    model = strategy.eval_model()
+    result = {"val": {}, "test": {}, "per_class": {}}
+    for split, data in (("val", val), ("test", test)):
+        probs = predict(model, data, norm, store.task, loop.eval_batch_size, trainer.autocast)
+        y = data.targets.numpy()
+        result[split] = M.compute(store.task, y, probs, metric_names)
+        result["per_class"][split] = M.per_class(y, probs, store.classes)
+    result.update(
+        dataset=hp["dataset"]["name"], arch=hp["arch"]["name"], strategy=hp["strategy"]["name"],
+        lr=float(hp["lr"]), seed=int(hp["seed"]), monitor=monitor, primary_metric=store.meta["primary_metric"],
+        best_epoch=outcome.best_epoch, epochs_run=outcome.epochs_run, device=str(device),
+        seconds=round(time.monotonic() - started, 2),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "history.csv") as tmp:
+        pd.DataFrame(outcome.history).to_csv(tmp, index=False)
+    write_json(out / "hparams.json", {**hp, "strategy_resolved": strategy.describe(), "monitor": monitor,
+                                      "metrics": metric_names, "device": str(device),
+                                      "torch": torch.__version__, "signature": signature(hp)})
+    write_json(out / "metrics.json", result)  # last: its presence marks a finished job
+    Path(checkpoint).unlink(missing_ok=True)
+    print(f"[train] done in {result['seconds']} s: test {monitor} {result['test'][monitor]:.4f}",
+          file=sys.stderr, flush=True)
+    return result
