@@ -45,7 +45,7 @@ def cxr_image(rng: np.random.Generator, labels: np.ndarray, size: int, anatomy: 
     for side in (-1, 1):
         lung = _ellipse(x, y, 0.5 + side * anatomy["lung_dx"], 0.5, 0.17, 0.33)
         img[lung] = 0.25
-    heart_rx = anatomy["heart_rx"] * (1.45 if labels[0] else 1.0)
+    heart_rx = anatomy["heart_rx"] * (1.3 if labels[0] else 1.0)
     img[_ellipse(x, y, 0.54, 0.62, heart_rx, 0.14)] = 0.75
     if labels[1]:  # fluid at the base of one lung
         side = rng.choice((-1, 1))
@@ -53,12 +53,12 @@ def cxr_image(rng: np.random.Generator, labels: np.ndarray, size: int, anatomy: 
     if labels[2]:
         side = rng.choice((-1, 1))
         cx, cy = 0.5 + side * anatomy["lung_dx"] + rng.uniform(-0.06, 0.06), rng.uniform(0.3, 0.6)
-        img[_ellipse(x, y, cx, cy, 0.05, 0.05)] = 0.9
+        img[_ellipse(x, y, cx, cy, 0.04, 0.04)] = 0.6
     if labels[3]:
         side = rng.choice((-1, 1))
         patch = _ellipse(x, y, 0.5 + side * anatomy["lung_dx"], rng.uniform(0.35, 0.6), 0.13, 0.13)
-        img[patch] += 0.25 * rng.random(patch.sum()).astype(np.float32)
-    img += rng.normal(0, 0.05, img.shape).astype(np.float32)
+        img[patch] += 0.18 * rng.random(patch.sum()).astype(np.float32)
+    img += rng.normal(0, 0.12, img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
@@ -68,20 +68,20 @@ def derm_image(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
     img = np.ones((size, size, 3), np.float32) * skin
     cx, cy = rng.uniform(0.4, 0.6, 2)
     if label == 0:  # nevus: small, round, uniform brown
-        mask = _ellipse(x, y, cx, cy, r := rng.uniform(0.14, 0.2), r)
+        mask = _ellipse(x, y, cx, cy, r := rng.uniform(0.12, 0.24), r)
         img[mask] = np.array([0.45, 0.3, 0.2])
     elif label == 1:  # melanoma: large, irregular border, several colours
         angle = np.arctan2(y - cy, x - cx)
-        radius = 0.25 + 0.06 * np.sin(angle * rng.integers(3, 7) + rng.uniform(0, 6))
+        radius = rng.uniform(0.16, 0.26) + rng.uniform(0.02, 0.06) * np.sin(angle * rng.integers(3, 7) + rng.uniform(0, 6))
         mask = np.hypot(x - cx, y - cy) <= radius
-        img[mask] = np.array([0.25, 0.15, 0.12])
+        img[mask] = np.array([0.38, 0.24, 0.17])
         blot = mask & _ellipse(x, y, cx + 0.06, cy, 0.1, 0.08)
-        img[blot] = np.array([0.35, 0.35, 0.5])
+        img[blot] = np.array([0.36, 0.3, 0.36])
     else:  # keratosis: light, waxy, speckled
         mask = _ellipse(x, y, cx, cy, rng.uniform(0.18, 0.26), rng.uniform(0.14, 0.2))
-        img[mask] = np.array([0.65, 0.5, 0.35])
-        img[mask & (rng.random((size, size)) < 0.15)] = np.array([0.3, 0.22, 0.15])
-    img += rng.normal(0, 0.04, img.shape).astype(np.float32)
+        img[mask] = np.array([0.52, 0.38, 0.28])
+        img[mask & (rng.random((size, size)) < 0.08)] = np.array([0.35, 0.25, 0.18])
+    img += rng.normal(0, 0.12, img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
@@ -130,7 +130,7 @@ def generate_cxr(raw: Path, options: dict) -> dict:
     rows, images = [], []
     for pid in range(n_patients):
         split = "test" if pid % 10 >= 7 else "train"
-        anatomy = {"lung_dx": rng.uniform(0.2, 0.24), "heart_rx": rng.uniform(0.13, 0.16)}
+        anatomy = {"lung_dx": rng.uniform(0.2, 0.24), "heart_rx": rng.uniform(0.12, 0.17)}
         for view in range(2):
             labels = (rng.random(len(CXR_FINDINGS)) < np.array(CXR_PREVALENCE)).astype(int)
             path = f"images/p{pid:04d}_v{view}.png"

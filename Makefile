@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   installs everything and runs the workflow on the embedded default config
+#   make test   installs everything and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test dry-run clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES) --printshellcmds
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+dry-run: setup
+	$(BIN)/snakemake -n --quiet rules
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,124 @@
+"""The workflow as users drive it: config checks, the study DAG, and what a config change reruns."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from workflow_helpers import REPO, scheduled_jobs, snakemake, write_config
+
+# A run small enough to finish in seconds: one dataset, one architecture without
+# pretraining, three strategies, one learning rate, one seed, one epoch.
+TINY = {
+    "results": "results",
+    "seeds": [0],
+    "learning_rates": [0.001],
+    "datasets": {"synth_derm": {"options": {"n": 60, "size": 36}}},
+    "architectures": {"vgg_tiny": {"weights": {"type": "none"}}},
+    "strategies": {"ft": {}, "lp": {}, "l2_sp": {"alpha": 0.01, "beta": 0.01}},
+    "training": {"epochs": 1, "batch_size": 16, "patience": 1},
+}
+
+
+def dry_run_error(tmp_path, config: dict) -> str:
+    cfg = write_config(tmp_path / "config.yaml", config)
+    proc = snakemake(tmp_path, cfg, "-n", check=False)
+    assert proc.returncode != 0, "a bad config was accepted"
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("section,key,fragment", [
+    ("datasets", "no_such_data", "unknown dataset 'no_such_data'"),
+    ("architectures", "resnet5", "unknown architecture 'resnet5'"),
+    ("strategies", "l3_sp", "unknown strategy 'l3_sp'"),
+])
+def test_unknown_names_stop_before_any_job(tmp_path, section, key, fragment):
+    config = copy.deepcopy(TINY)
+    config[section][key] = {}
+    out = dry_run_error(tmp_path, config)
+    assert fragment in out and f"{section}.{key}" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_strategy_setting_is_named(tmp_path):
+    config = copy.deepcopy(TINY)
+    config["strategies"]["l2_sp"]["alpah"] = 0.1
+    out = dry_run_error(tmp_path, config)
+    assert "strategies.l2_sp" in out and "alpah" in out
+
+
+def test_wrong_type_is_named(tmp_path):
+    config = copy.deepcopy(TINY)
+    config["training"]["epochs"] = "ten"
+    out = dry_run_error(tmp_path, config)
+    assert "epochs" in out and "ten" in out
+
+
+def test_paper_config_builds_its_dag(tmp_path):
+    """The first study (1,728 training jobs) plans without its data being present."""
+    jobs = scheduled_jobs(tmp_path, REPO / "configs" / "paper.yaml")
+    trains = [j for j in jobs if j[0] == "train"]
+    assert len(trains) == 8 * 3 * 8 * 3 * 3
+    assert sum(1 for j in jobs if j[0] == "fetch_weights") == 3
+    # ResNet-50 is prepared at 232 px, DenseNet-121 and VGG-19 share the 256 px store
+    assert sum(1 for j in jobs if j[0] == "prepare_dataset") == 8 * 2
+
+
+@pytest.fixture(scope="module")
+def finished_tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    cfg = write_config(workdir / "config.yaml", TINY)
+    snakemake(workdir, cfg)
+    return workdir
+
+
+def reschedule(workdir, change) -> list[tuple[str, str]]:
+    config = copy.deepcopy(TINY)
+    change(config)
+    cfg = write_config(workdir / "changed.yaml", config)
+    return scheduled_jobs(workdir, cfg)
+
+
+@pytest.mark.slow
+def test_full_run_writes_results_and_report(finished_tiny_run):
+    runs = sorted((finished_tiny_run / "results" / "runs").rglob("metrics.json"))
+    assert len(runs) == 3
+    hp = json.loads((runs[0].parent / "hparams.json").read_text())
+    assert hp["training"]["epochs"] == 1 and "strategy_resolved" in hp
+    table = (finished_tiny_run / "results/report/classification/tables/synth_derm.md").read_text()
+    assert "l2_sp" in table and "vgg_tiny" in table
+    assert reschedule(finished_tiny_run, lambda c: None) == []
+
+
+@pytest.mark.slow
+def test_adding_a_seed_schedules_only_that_seed_and_the_report(finished_tiny_run):
+    jobs = reschedule(finished_tiny_run, lambda c: c["seeds"].append(1))
+    trains = [wc for rule, wc in jobs if rule == "train"]
+    assert len(trains) == 3 and all("seed=1" in wc for wc in trains)
+    assert {rule for rule, _ in jobs} == {"train", "report_classification", "all"}
+
+
+@pytest.mark.slow
+def test_changing_one_strategy_reruns_only_its_jobs(finished_tiny_run):
+    jobs = reschedule(finished_tiny_run, lambda c: c["strategies"]["l2_sp"].update(alpha=0.1))
+    trains = [wc for rule, wc in jobs if rule == "train"]
+    assert len(trains) == 1 and "strategy=l2_sp" in trains[0]
+    assert {rule for rule, _ in jobs} == {"train", "report_classification", "all"}
+
+
+@pytest.mark.slow
+def test_resources_and_report_settings_rerun_no_training(finished_tiny_run):
+    def change(c):
+        c["resources"] = {"train": {"threads": 2, "mem_mb": 999}}
+    assert reschedule(finished_tiny_run, change) == []
+    jobs = reschedule(finished_tiny_run, lambda c: c.update(report={"effective_threshold": 0.01}))
+    assert {rule for rule, _ in jobs} == {"report_classification", "all"}
+
+
+@pytest.mark.slow
+def test_changing_training_epochs_reruns_every_training_job(finished_tiny_run):
+    jobs = reschedule(finished_tiny_run, lambda c: c["training"].update(epochs=2))
+    assert sum(1 for rule, _ in jobs if rule == "train") == 3
+    assert not any(rule in ("fetch_dataset", "prepare_dataset") for rule, _ in jobs)

@@ -1,0 +1,39 @@
+"""Running Snakemake on a config from the tests, and reading which jobs a dry run schedules."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def scheduled_jobs(workdir: Path, configfile: Path, *targets: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run would execute."""
+    proc = snakemake(workdir, configfile, "-n", *targets)
+    text = proc.stdout + proc.stderr
+    jobs = []
+    for block in re.split(r"\n\s*\n", text):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if rule:
+            wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs.append((rule.group(1), wc.group(1) if wc else ""))
+    return jobs

@@ -1,0 +1,190 @@
+"""Entry point: every training job's metrics.json -> the study's classification tables and figures.
+
+Written into ``out_dir`` (each file atomically; ``report.md`` last):
+
+- ``all_runs.csv``                 one row per job (nothing dropped: rows == metrics files)
+- ``per_lr.csv``                   mean / SE over seeds for every (dataset, arch, strategy, lr)
+- ``selected.csv``                 the lr chosen on mean validation primary metric, with val/test mean and SE
+- ``tables/{dataset}.csv|.md``     strategies x (arch, metric) "mean ± se" on test, best marked
+- ``relative_improvement.csv|.md`` % change of the test primary metric over the reference strategy
+- ``best_method.csv|.md``          best strategy per dataset and architecture, and its gain
+- ``effectiveness.csv|.md``        per strategy: pairs where it beats the reference by > threshold
+- ``figures/relative_improvement_{dataset}.png`` and ``figures/relative_improvement_all.png``
+- ``report.md``                    all tables in one document, with links to the files and figures
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from medtl.io import atomic_path
+
+from . import figures, tables
+from .collect import Runs, check_complete, collect_runs
+from .select import aggregate, select_lr
+
+__all__ = ["build_report", "check_complete"]
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def _write_text(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", threshold: float = 0.001,
+                 strategy_order: list[str] | None = None, arch_order: list[str] | None = None,
+                 *, expected: int | None = None) -> dict[str, str]:
+    """Build every table and figure; return {path relative to out_dir: path written}.
+
+    ``reference``: the strategy the others are compared with (must have runs).
+    ``threshold``: relative gain (0.001 = 0.1%) a strategy needs over the reference to count as effective.
+    ``strategy_order`` / ``arch_order``: row/column order (names without runs are skipped; names with runs
+    but not listed follow, sorted); without them, names are sorted. Datasets are sorted.
+    ``expected``: if given, the number of metrics files there must be (see ``check_complete``).
+    Raises ValueError (naming the file) for a missing, malformed or duplicate metrics file.
+    """
+    files = [str(f) for f in metric_files]
+    if expected is not None:
+        check_complete(files, expected)
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
+        raise ValueError(f"threshold should be a number >= 0, got {threshold!r}")
+    from medtl.metrics import HIGHER_IS_BETTER
+
+    runs = collect_runs(files)
+    lower = [m for m in runs.metrics if not HIGHER_IS_BETTER.get(m, True)]
+    if lower:
+        raise ValueError(f"the report assumes higher-is-better metrics; {lower} are not")
+
+    t = runs.table
+    datasets = sorted(set(t["dataset"]))
+    archs = tables.ordered(t["arch"], arch_order)
+    strategies = tables.ordered(t["strategy"], strategy_order)
+    if reference not in strategies:
+        raise ValueError(f"reference strategy '{reference}' has no runs; strategies with runs: {strategies}")
+    order = {"dataset": datasets, "arch": archs, "strategy": strategies}
+
+    def sort(df: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+        keys = [k for k in order if k in df]
+        df = df.sort_values([*keys, *extra], key=lambda c: c.map({v: i for i, v in enumerate(order[c.name])})
+                            if c.name in order else c, kind="stable")
+        return df.reset_index(drop=True)
+
+    out = Path(out_dir)
+    written: dict[str, str] = {}
+
+    def put(rel_path: str, obj) -> None:
+        path = out / rel_path
+        if isinstance(obj, pd.DataFrame):
+            _write_csv(obj, path)
+        else:
+            _write_text(obj, path)
+        written[rel_path] = str(path)
+
+    all_runs = sort(t, ("lr", "seed"))
+    put("all_runs.csv", all_runs)
+    per_lr = sort(aggregate(runs), ("lr",))
+    put("per_lr.csv", per_lr)
+    selected = sort(select_lr(per_lr))
+    put("selected.csv", selected)
+
+    dataset_md = {}
+    for ds in datasets:
+        metrics = runs.dataset_metrics[ds]
+        table = tables.dataset_table(selected, ds, archs, strategies, metrics)
+        seeds = selected.loc[selected["dataset"] == ds, "n_seeds"]
+        n_seeds = str(seeds.iloc[0]) if seeds.nunique() == 1 else f"{seeds.min()}-{seeds.max()}"
+        dataset_md[ds] = tables.dataset_markdown(table, ds, archs, metrics, runs.primary[ds], n_seeds)
+        put(f"tables/{ds}.csv", table)
+        put(f"tables/{ds}.md", dataset_md[ds])
+
+    rel = sort(tables.relative_improvement(selected, reference, threshold))
+    rel_md = tables.relative_markdown(rel, datasets, archs, strategies, reference, threshold)
+    put("relative_improvement.csv", rel)
+    put("relative_improvement.md", rel_md)
+
+    best = tables.best_method(rel, datasets, archs, strategies)
+    best_md = tables.best_markdown(best, reference)
+    put("best_method.csv", best)
+    put("best_method.md", best_md)
+
+    eff = tables.effectiveness(rel, strategies, reference, threshold)
+    eff_md = tables.effectiveness_markdown(eff, reference, threshold)
+    put("effectiveness.csv", eff)
+    put("effectiveness.md", eff_md)
+
+    for ds in datasets:
+        name = f"figures/relative_improvement_{ds}.png"
+        figures.dataset_bars(rel, ds, archs, strategies, reference, out / name)
+        written[name] = str(out / name)
+    name = "figures/relative_improvement_all.png"
+    figures.overview_heatmap(rel, datasets, archs, strategies, reference, out / name)
+    written[name] = str(out / name)
+
+    put("report.md", _report_md(runs, per_lr, selected, datasets, archs, strategies, reference, threshold,
+                                dataset_md, rel_md, best_md, eff_md))
+    return written
+
+
+def _notes(runs: Runs, per_lr: pd.DataFrame) -> list[str]:
+    notes = []
+    counts = per_lr["n_seeds"]
+    if counts.nunique() > 1:
+        few = per_lr[counts < counts.max()]
+        notes.append(f"Unequal numbers of seeds: {len(few)} (dataset, arch, strategy, lr) group(s) have fewer "
+                     f"than {counts.max()}, e.g. " + ", ".join(
+                         f"{r.dataset}/{r.arch}/{r.strategy}/lr{r.lr:g} ({r.n_seeds})" for r in few.head(5).itertuples()))
+    if (counts == 1).any():
+        notes.append("Some groups have a single seed: their standard error is undefined (shown as n/a).")
+    n_nan = 0  # only metrics the dataset reports: a metric another dataset alone computes is not a gap
+    for ds, part in runs.table.groupby("dataset"):
+        cols = [f"{s}_{m}" for s in ("val", "test") for m in runs.dataset_metrics[ds]]
+        n_nan += int(part[cols].isna().sum().sum())
+    if n_nan:
+        notes.append(f"{n_nan} score(s) are NaN or null; a group with any NaN seed has a NaN mean "
+                     f"(n/a in the tables), and an lr whose validation mean is NaN is never selected over one "
+                     f"that has a score.")
+    return notes
+
+
+def _report_md(runs: Runs, per_lr, selected, datasets, archs, strategies, reference, threshold,
+               dataset_md, rel_md, best_md, eff_md) -> str:
+    t = runs.table
+    lrs = " ".join(f"{v:g}" for v in sorted(set(t["lr"])))
+    seeds = " ".join(str(v) for v in sorted(set(t["seed"])))
+    parts = [
+        "# Classification report\n",
+        f"{len(t)} training jobs. Datasets: {', '.join(datasets)}. Architectures: {', '.join(archs)}. "
+        f"Strategies: {', '.join(strategies)}. Learning rates: {lrs}. Seeds: {seeds}.\n",
+        "Primary metric per dataset: " + ", ".join(f"{d} ({tables.label(runs.primary[d])})" for d in datasets) + ".\n",
+        "## Method\n",
+        "- Each (dataset, architecture, strategy) is reported at the learning rate with the best **mean validation** "
+        "primary metric over seeds; ties go to the smaller learning rate, NaN means rank last "
+        "([selected.csv](selected.csv); all learning rates: [per_lr.csv](per_lr.csv); every job: "
+        "[all_runs.csv](all_runs.csv)).\n"
+        "- Cells are test-set mean ± standard error over seeds; SE = sample standard deviation (ddof = 1) / √n, "
+        "undefined (n/a) for a single seed. A NaN score in any seed makes the group's mean NaN.\n"
+        f"- Relative improvement = 100 · (m − m_{reference}) / m_{reference} on the test primary metric. "
+        f"A strategy is *effective* on a (dataset, architecture) pair when it exceeds {reference} by more than "
+        f"{100 * threshold:g}% (relative).\n",
+    ]
+    notes = _notes(runs, per_lr)
+    if notes:
+        parts += ["## Notes\n", "".join(f"- {n}\n" for n in notes)]
+    parts.append("## Results per dataset\n")
+    for ds in datasets:
+        parts += [f"### {ds}\n", f"[CSV](tables/{ds}.csv) · [Markdown](tables/{ds}.md) · "
+                                 f"[figure](figures/relative_improvement_{ds}.png)\n", dataset_md[ds]]
+    parts += [f"## Relative improvement over {reference}\n",
+              "[CSV](relative_improvement.csv) · [Markdown](relative_improvement.md)\n", rel_md,
+              f"![Relative improvement over {reference}](figures/relative_improvement_all.png)\n"]
+    parts += [f"![{ds}](figures/relative_improvement_{ds}.png)\n" for ds in datasets]
+    parts += ["## Best method\n", "[CSV](best_method.csv) · [Markdown](best_method.md)\n", best_md,
+              "## Effectiveness\n", "[CSV](effectiveness.csv) · [Markdown](effectiveness.md)\n", eff_md]
+    return "\n".join(parts)

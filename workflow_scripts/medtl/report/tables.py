@@ -1,0 +1,224 @@
+"""The study's tables, built from the selected-lr summary (one row per dataset, arch, strategy).
+
+All metrics are higher-is-better (``medtl.metrics.HIGHER_IS_BETTER``); "best" means highest.
+Relative improvement over the reference strategy is ``100 * (m - m_ref) / |m_ref|`` on the
+test primary metric (seed means at each strategy's own selected lr); it is NaN where the
+reference is missing, NaN or zero. ``|m_ref|`` only differs from ``m_ref`` for a negative
+reference score (possible for kappa), where it keeps "positive = better".
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+LABELS = {"map": "mAP", "accuracy": "Accuracy", "auroc": "AUROC", "kappa": "Kappa", "macro_f1": "Macro F1"}
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
+def ordered(present, given: list[str] | None = None) -> list[str]:
+    """``given`` order restricted to what is present, then anything else present, sorted."""
+    present = list(dict.fromkeys(present))
+    head = [x for x in dict.fromkeys(given or []) if x in present]
+    return head + sorted(x for x in present if x not in head)
+
+
+def fmt(value: float, decimals: int = 3) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{decimals}f}"
+
+
+def fmt_mean_se(mean: float, se: float, decimals: int = 3) -> str:
+    """'mean ± se'; 'n/a' for a NaN mean, 'mean ± n/a' when the SE is undefined (one seed)."""
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{decimals}f} ± {fmt(se, decimals)}"
+
+
+def fmt_pct(value: float, decimals: int = 2) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:+.{decimals}f}"
+
+
+def bold(text: str, on: bool) -> str:
+    return f"**{text}**" if on else text
+
+
+def best_flags(values) -> list[bool]:
+    """True for every finite value equal to the maximum (ties are all marked); none if all NaN."""
+    x = np.asarray(list(values), dtype=np.float64)
+    finite = np.isfinite(x)
+    if not finite.any():
+        return [False] * len(x)
+    top = x[finite].max()
+    return [bool(f and v == top) for f, v in zip(finite, x)]
+
+
+def markdown(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+def _lookup(selected: pd.DataFrame) -> dict[tuple[str, str, str], dict]:
+    return {(r["dataset"], r["arch"], r["strategy"]): r for r in selected.to_dict("records")}
+
+
+# -- per-dataset results table (the paper's tables 3-10) --------------------------------------------
+def dataset_table(selected: pd.DataFrame, dataset: str, archs: list[str], strategies: list[str],
+                  metrics: list[str]) -> pd.DataFrame:
+    """Rows = strategies; per arch and metric: the 'mean ± se' cell, mean, SE and a best flag (test split)."""
+    rows = _lookup(selected)
+    archs = [a for a in archs if any((dataset, a, s) in rows for s in strategies)]
+    strategies = [s for s in strategies if any((dataset, a, s) in rows for a in archs)]
+    out = pd.DataFrame({"strategy": strategies})
+    for arch in archs:
+        recs = [rows.get((dataset, arch, s)) for s in strategies]
+        out[f"lr_{arch}"] = [r["lr"] if r else math.nan for r in recs]
+        for m in metrics:
+            mean = [r[f"test_{m}_mean"] if r else math.nan for r in recs]
+            se = [r[f"test_{m}_se"] if r else math.nan for r in recs]
+            out[f"{arch}_{m}"] = [fmt_mean_se(a, b) for a, b in zip(mean, se)]
+            out[f"{arch}_{m}_mean"] = mean
+            out[f"{arch}_{m}_se"] = se
+            out[f"best_{arch}_{m}"] = best_flags(mean)
+    return out
+
+
+def dataset_markdown(table: pd.DataFrame, dataset: str, archs: list[str], metrics: list[str],
+                     primary: str, n_seeds: str) -> str:
+    archs = [a for a in archs if f"lr_{a}" in table]
+    md = pd.DataFrame({"Strategy": table["strategy"]})
+    for arch in archs:
+        for m in metrics:
+            md[f"{arch} / {label(m)}"] = [bold(c, b) for c, b in zip(table[f"{arch}_{m}"], table[f"best_{arch}_{m}"])]
+    caption = (f"**{dataset}**: test results, mean ± standard error over {n_seeds} seed(s), each strategy at the "
+               f"learning rate selected on validation {label(primary)}. Bold: best strategy per architecture "
+               f"and metric.\n\n")
+    return caption + markdown(md)
+
+
+# -- relative improvement over the reference ------------------------------------------------------
+def relative_improvement(selected: pd.DataFrame, reference: str, threshold: float) -> pd.DataFrame:
+    """Long table: per dataset, arch and strategy, the test primary metric against the reference's."""
+    rows = _lookup(selected)
+    out = []
+    for (ds, arch, strategy), r in rows.items():
+        p = r["primary_metric"]
+        ref = rows.get((ds, arch, reference))
+        m = r[f"test_{p}_mean"]
+        m_ref = ref[f"test_{p}_mean"] if ref else math.nan
+        frac = (m - m_ref) / abs(m_ref) if math.isfinite(m) and math.isfinite(m_ref) and m_ref != 0 else math.nan
+        out.append({"dataset": ds, "arch": arch, "strategy": strategy, "primary_metric": p,
+                    "lr": r["lr"], "test_mean": m, "test_se": r[f"test_{p}_se"],
+                    "reference": reference, "reference_lr": ref["lr"] if ref else math.nan,
+                    "reference_test_mean": m_ref, "relative_change": frac,
+                    "relative_improvement_pct": 100.0 * frac,
+                    "effective": bool(math.isfinite(frac) and frac > threshold)})
+    return pd.DataFrame(out)
+
+
+def relative_markdown(rel: pd.DataFrame, datasets: list[str], archs: list[str], strategies: list[str],
+                      reference: str, threshold: float) -> str:
+    """Rows = (dataset, arch), columns = strategies other than the reference; best per row in bold."""
+    others = [s for s in strategies if s != reference]
+    lookup = {(r["dataset"], r["arch"], r["strategy"]): r for r in rel.to_dict("records")}
+    rows = []
+    for ds in datasets:
+        for arch in archs:
+            if not any((ds, arch, s) in lookup for s in strategies):
+                continue
+            ref = lookup.get((ds, arch, reference))
+            p = next(lookup[(ds, arch, s)]["primary_metric"] for s in strategies if (ds, arch, s) in lookup)
+            vals = [lookup[(ds, arch, s)]["relative_improvement_pct"] if (ds, arch, s) in lookup else math.nan
+                    for s in others]
+            flags = best_flags(vals)
+            row = {"Dataset": ds, "Arch": arch, "Metric": label(p),
+                   f"{reference} (test)": fmt(ref["test_mean"]) if ref else "n/a"}
+            row.update({s: bold(fmt_pct(v), f) for s, v, f in zip(others, vals, flags)})
+            rows.append(row)
+    caption = (f"Relative improvement (%) of each strategy over {reference} on the test primary metric, "
+               f"100 · (m − m_{reference}) / m_{reference}, seed means at each strategy's selected learning rate. "
+               f"Bold: best per row among the strategies other than {reference}. A strategy counts as effective above {100 * threshold:g}%.\n\n")
+    return caption + markdown(pd.DataFrame(rows))
+
+
+# -- best method per dataset and architecture --------------------------------------------------------
+def best_method(rel: pd.DataFrame, datasets: list[str], archs: list[str], strategies: list[str]) -> pd.DataFrame:
+    """Per (dataset, arch): the strategy with the highest test primary metric; ties go to the first in order."""
+    lookup = {(r["dataset"], r["arch"], r["strategy"]): r for r in rel.to_dict("records")}
+    out = []
+    for ds in datasets:
+        for arch in archs:
+            cands = [lookup[(ds, arch, s)] for s in strategies if (ds, arch, s) in lookup]
+            if not cands:
+                continue
+            flags = best_flags(c["test_mean"] for c in cands)
+            winners = [c for c, f in zip(cands, flags) if f]
+            best = winners[0] if winners else None
+            out.append({"dataset": ds, "arch": arch, "primary_metric": cands[0]["primary_metric"],
+                        "best_strategy": best["strategy"] if best else None,
+                        "tied_with": " ".join(w["strategy"] for w in winners[1:]),
+                        "lr": best["lr"] if best else math.nan,
+                        "test_mean": best["test_mean"] if best else math.nan,
+                        "test_se": best["test_se"] if best else math.nan,
+                        "reference": cands[0]["reference"],
+                        "reference_test_mean": cands[0]["reference_test_mean"],
+                        "gain_pct": best["relative_improvement_pct"] if best else math.nan,
+                        "n_strategies": len(cands)})
+    return pd.DataFrame(out)
+
+
+def best_markdown(best: pd.DataFrame, reference: str) -> str:
+    md = pd.DataFrame({
+        "Dataset": best["dataset"], "Arch": best["arch"], "Metric": [label(m) for m in best["primary_metric"]],
+        "Best strategy": [s if s else "n/a" for s in best["best_strategy"]],
+        "lr": [f"{v:g}" if math.isfinite(v) else "n/a" for v in best["lr"]],
+        "Test": [fmt_mean_se(m, s) for m, s in zip(best["test_mean"], best["test_se"])],
+        f"{reference} (test)": [fmt(v) for v in best["reference_test_mean"]],
+        f"Gain over {reference} (%)": [fmt_pct(v) for v in best["gain_pct"]],
+    })
+    ties = [f"{d}/{a}: {s} ties with {t}" for d, a, s, t in
+            zip(best["dataset"], best["arch"], best["best_strategy"], best["tied_with"]) if t]
+    text = (f"Best strategy per dataset and architecture on the test primary metric (ties go to the first "
+            f"strategy in the configured order).\n\n") + markdown(md)
+    if ties:
+        text += "\nTies: " + "; ".join(ties) + "\n"
+    return text
+
+
+# -- effectiveness (the paper's last table) ---------------------------------------------------------
+def effectiveness(rel: pd.DataFrame, strategies: list[str], reference: str, threshold: float) -> pd.DataFrame:
+    """Per strategy: on how many (dataset, arch) pairs it beats the reference by more than ``threshold``."""
+    out = []
+    for s in strategies:
+        if s == reference:
+            continue
+        part = rel[rel["strategy"] == s]
+        frac = part["relative_change"].to_numpy(dtype=np.float64)
+        ok = np.isfinite(frac)
+        effective = part[part["effective"]]
+        out.append({"strategy": s, "reference": reference, "threshold": threshold,
+                    "n_better": int((frac[ok] > threshold).sum()),
+                    "n_worse": int((frac[ok] < -threshold).sum()),
+                    "n_pairs": int(ok.sum()),
+                    "n_not_comparable": int((~ok).sum()),
+                    "mean_relative_improvement_pct": float(100 * frac[ok].mean()) if ok.any() else math.nan,
+                    "effective_on": " ".join(f"{d}/{a}" for d, a in zip(effective["dataset"], effective["arch"]))})
+    return pd.DataFrame(out, columns=["strategy", "reference", "threshold", "n_better", "n_worse", "n_pairs",
+                                      "n_not_comparable", "mean_relative_improvement_pct", "effective_on"])
+
+
+def effectiveness_markdown(eff: pd.DataFrame, reference: str, threshold: float) -> str:
+    pct = f"{100 * threshold:g}%"
+    md = pd.DataFrame({
+        "Strategy": eff["strategy"],
+        f"Better than {reference} (> {pct})": [f"{b} / {n}" for b, n in zip(eff["n_better"], eff["n_pairs"])],
+        f"Worse (< −{pct})": [f"{w} / {n}" for w, n in zip(eff["n_worse"], eff["n_pairs"])],
+        "Mean gain (%)": [fmt_pct(v) for v in eff["mean_relative_improvement_pct"]],
+        "Effective on": [s or "–" for s in eff["effective_on"]],
+    })
+    caption = (f"Effectiveness: the number of (dataset, architecture) pairs on which each strategy improves the "
+               f"test primary metric over {reference} by more than {pct} (relative), out of the pairs where both "
+               f"have a score.\n\n")
+    return caption + markdown(md)

@@ -1,0 +1,59 @@
+"""Checks that a JSON schema cannot make: names against the registries, settings
+against each strategy's known keys, and references between sections. Runs when
+the workflow is parsed, so a bad config stops before any job starts."""
+from __future__ import annotations
+
+import json
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def canonical(obj) -> str:
+    """One stable text per value: what Snakemake compares to decide whether params changed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def check_config(config: dict) -> None:
+    from medtl.data import DATASETS
+    from medtl.models.network import ARCHS
+    from medtl.strategies import STRATEGIES
+
+    errors: list[str] = []
+    for section in ("datasets", "source_datasets"):
+        for key, entry in config.get(section, {}).items():
+            kind = (entry or {}).get("type", key)
+            if kind not in DATASETS:
+                errors.append(f"{section}.{key}: unknown dataset '{kind}' (set 'type' to one of: "
+                              f"{', '.join(DATASETS.names())})")
+    for key, entry in config["architectures"].items():
+        kind = (entry or {}).get("type", key)
+        if kind not in ARCHS:
+            errors.append(f"architectures.{key}: unknown architecture '{kind}' (known: {', '.join(ARCHS.names())})")
+            continue
+        weights = (entry or {}).get("weights", {"type": "none"})
+        if weights["type"] == "pretrain" and weights.get("dataset") not in config.get("source_datasets", {}):
+            errors.append(f"architectures.{key}.weights.dataset: '{weights.get('dataset')}' must be a key of "
+                          "source_datasets")
+        if weights["type"] == "checkpoint" and not weights.get("path"):
+            errors.append(f"architectures.{key}.weights.path: a checkpoint needs a path")
+        if weights["type"] == "imagenet" and not ARCHS.get(kind).imagenet_weights:
+            errors.append(f"architectures.{key}.weights: '{kind}' has no ImageNet weights; use pretrain or none")
+    for key, entry in config["strategies"].items():
+        entry = entry or {}
+        kind = entry.get("type", key)
+        if kind not in STRATEGIES:
+            errors.append(f"strategies.{key}: unknown strategy '{kind}' (set 'type' to one of: "
+                          f"{', '.join(STRATEGIES.names())})")
+            continue
+        known = set(STRATEGIES.get(kind).defaults) | {"type", "learning_rates"}
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            errors.append(f"strategies.{key}: unknown settings {unknown} for strategy '{kind}' "
+                          f"(known: {sorted(known - {'type', 'learning_rates'})})")
+    reference = config.get("report", {}).get("reference", "ft")
+    if reference not in config["strategies"]:
+        errors.append(f"report.reference: '{reference}' is not one of the configured strategies")
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

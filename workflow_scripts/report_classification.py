@@ -1,0 +1,9 @@
+"""Merge every training job's metrics into the study's tables and figures."""
+from medtl.report.classification import build_report
+from medtl.workflow.script import job_log, param
+
+with job_log(snakemake):
+    settings = param(snakemake, "report")
+    build_report(list(map(str, snakemake.input.metrics)), snakemake.params.out_dir,
+                 reference=settings["reference"], threshold=settings["effective_threshold"],
+                 strategy_order=settings["strategies"], arch_order=settings["architectures"])
