@@ -29,11 +29,12 @@ def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -
 def scheduled_jobs(workdir: Path, configfile: Path, *targets: str) -> list[tuple[str, str]]:
     """(rule, wildcards) of every job a dry run would execute."""
     proc = snakemake(workdir, configfile, "-n", *targets)
-    text = proc.stdout + proc.stderr
-    jobs = []
-    for block in re.split(r"\n\s*\n", text):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+    jobs: list[list[str]] = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        rule = re.match(r"^(?:local)?rule (\w+):", line)
         if rule:
-            wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
-            jobs.append((rule.group(1), wc.group(1) if wc else ""))
-    return jobs
+            jobs.append([rule.group(1), ""])
+        wildcards = re.match(r"^\s+wildcards: (.*)$", line)
+        if wildcards and jobs:
+            jobs[-1][1] = wildcards.group(1)
+    return [tuple(job) for job in jobs]

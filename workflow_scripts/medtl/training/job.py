@@ -77,8 +77,12 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     store = load_store(store_dir)
     device = resolve_device(hp["training"].get("device", "auto"))
     net, strategy, train, val, norm = build(hp, store, weights_file, device)
-    metric_names = list(store.meta["metrics"])
-    monitor = strategy.monitor or store.meta["primary_metric"]
+    # metrics come from the job's config slice, so changing them needs no new store
+    metric_names = list(hp["dataset"].get("metrics") or store.meta["metrics"])
+    primary = hp["dataset"].get("primary_metric") or store.meta["primary_metric"]
+    monitor = strategy.monitor or primary
+    if primary not in metric_names:
+        metric_names.insert(0, primary)
     if monitor not in metric_names:
         metric_names.append(monitor)
     training = hp["training"]
@@ -100,7 +104,7 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
         result["per_class"][split] = M.per_class(y, probs, store.classes)
     result.update(
         dataset=hp["dataset"]["name"], arch=hp["arch"]["name"], strategy=hp["strategy"]["name"],
-        lr=float(hp["lr"]), seed=int(hp["seed"]), monitor=monitor, primary_metric=store.meta["primary_metric"],
+        lr=float(hp["lr"]), seed=int(hp["seed"]), monitor=monitor, primary_metric=primary,
         best_epoch=outcome.best_epoch, epochs_run=outcome.epochs_run, device=str(device),
         seconds=round(time.monotonic() - started, 2),
     )

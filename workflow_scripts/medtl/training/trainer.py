@@ -88,11 +88,16 @@ class Trainer:
         return task_loss(self.task, logits.float(), y.to(logits.device), self.strategy.class_weights())
 
     def _probe(self, order):
-        first = order[: self.s.batch_size]
+        """Each call runs forward/backward on the next training batch of this epoch's order
+        (wrapping around), so a strategy probing several batches sees different ones."""
+        calls = [0]
 
         def run():
+            n_batches = max(1, self.train.n_batches(self.s.batch_size))
+            start = (calls[0] % n_batches) * self.s.batch_size
+            calls[0] += 1
             self.strategy.set_train_mode()
-            x, y = self.train.batch(first)
+            x, y = self.train.batch(order[start:start + self.s.batch_size])
             self._loss(x, y).backward()
 
         return run

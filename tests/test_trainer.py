@@ -1,0 +1,206 @@
+"""Training jobs: determinism, kill-and-resume, damaged checkpoints and the files a job leaves."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from medtl.data import DATASETS
+from medtl.data.prepare import prepare
+from medtl.io import write_json
+from medtl.training import job
+from medtl.training.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def cxr_store(tmp_path_factory):
+    """The synthetic chest X-ray source through the real fetch -> CSV adapter -> prepare path, kept small."""
+    base = tmp_path_factory.mktemp("synth_cxr")
+    spec = DATASETS.get("synth_cxr")
+    options = {**spec.options, "n_patients": 40, "size": 40}
+    write_json(base / "manifest.json", spec.fetch(base / "raw", options))
+    entry = {"type": "synth_cxr", "options": options, "val_fraction": 0.2, "split_seed": 0}
+    prepare("synth_cxr", entry, str(base / "manifest.json"), 36, 32, str(base / "store"))
+    return str(base / "store")
+
+
+def hparams(strategy="ft", settings=None, arch="densenet_tiny", epochs=4, seed=0, lr=3e-3):
+    return {
+        "dataset": {"name": "synth_cxr", "metrics": None, "primary_metric": None},
+        "arch": {"name": arch, "weights": {"type": "none"}, "preprocess": {"resize": 36, "crop": 32}},
+        "strategy": {"name": strategy, "type": strategy, "settings": settings or {}},
+        "training": {"epochs": epochs, "batch_size": 16, "patience": epochs, "device": "cpu",
+                     "optimizer": "adam", "eval_batch_size": 64},
+        "lr": lr, "seed": seed,
+    }
+
+
+def run_job(hp, store, tmp_path, name):
+    out, ckpt = tmp_path / name / "out", tmp_path / name / "resume.ckpt"
+    result = job.run(copy.deepcopy(hp), store, None, str(out), str(ckpt))
+    return result, out, ckpt
+
+
+def comparable(result: dict) -> str:
+    """Everything but the wall time, as text: exact, and NaN (a class absent from a split) equals NaN."""
+    return json.dumps({k: v for k, v in result.items() if k != "seconds"}, sort_keys=True)
+
+
+def history(out) -> pd.DataFrame:
+    return pd.read_csv(out / "history.csv").drop(columns="seconds")
+
+
+class Killed(Exception):
+    """Stands in for the job being killed in the middle of an epoch."""
+
+
+def kill_at(monkeypatch, epoch_to_die: int):
+    original = Trainer.run_epoch
+
+    def run_epoch(self, epoch, optimizer, scheduler):
+        if epoch == epoch_to_die:
+            raise Killed(f"killed in epoch {epoch}")
+        return original(self, epoch, optimizer, scheduler)
+
+    monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
+
+
+def count_epochs(monkeypatch) -> list[int]:
+    ran = []
+    original = Trainer.run_epoch
+
+    def run_epoch(self, epoch, optimizer, scheduler):
+        ran.append(epoch)
+        return original(self, epoch, optimizer, scheduler)
+
+    monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
+    return ran
+
+
+def test_the_synthetic_store(cxr_store):
+    from medtl.data.store import load_store
+
+    store = load_store(cxr_store)
+    assert store.task == "multilabel" and store.images.shape[1:] == (32, 32, 1)
+    assert store.meta["counts"]["val"] > 0 and store.meta["primary_metric"] == "map"
+    train = set(store.labels.loc[store.labels["split"] == "train", "group"])
+    val = set(store.labels.loc[store.labels["split"] == "val", "group"])
+    assert not train & val  # both views of a patient stay in the same split
+
+
+# -- (1) determinism -----------------------------------------------------------------------------------------
+def test_same_seed_gives_identical_results(cxr_store, tmp_path):
+    hp = hparams("ft", epochs=2)
+    a, out_a, _ = run_job(hp, cxr_store, tmp_path, "a")
+    b, out_b, _ = run_job(hp, cxr_store, tmp_path, "b")
+    assert comparable(a) == comparable(b)
+    pd.testing.assert_frame_equal(history(out_a), history(out_b))
+    c, _, _ = run_job(hparams("ft", epochs=2, seed=1), cxr_store, tmp_path, "c")
+    assert c["test"] != a["test"]  # the seed matters, so the equality above says something
+
+
+# -- (2) kill and resume --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy,settings", [
+    ("ft", {}),
+    ("spft", {"head_epochs": 1, "top_k": 2, "ema_decay": 0.9}),  # scheduler, EMA and loss weights to restore
+    ("auto_rgn", {"probe_batches": 2}),
+])
+def test_kill_and_resume_matches_an_uninterrupted_run(strategy, settings, cxr_store, tmp_path, monkeypatch, capfd):
+    hp = hparams(strategy, settings, epochs=4)
+    reference, ref_out, _ = run_job(hp, cxr_store, tmp_path, "reference")
+
+    with monkeypatch.context() as m:
+        kill_at(m, 2)
+        with pytest.raises(Killed):
+            run_job(hp, cxr_store, tmp_path, "killed")
+    out, ckpt = tmp_path / "killed" / "out", tmp_path / "killed" / "resume.ckpt"
+    assert ckpt.exists() and not (out / "metrics.json").exists()
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1  # epochs 0 and 1 finished
+
+    capfd.readouterr()
+    with monkeypatch.context() as m:
+        ran = count_epochs(m)
+        resumed, _, _ = run_job(hp, cxr_store, tmp_path, "killed")
+    assert ran == [2, 3]  # only the epochs that were lost
+    assert "resumed from" in capfd.readouterr().err
+    assert comparable(resumed) == comparable(reference)
+    pd.testing.assert_frame_equal(history(out), history(ref_out))
+    assert not ckpt.exists()
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(cxr_store, tmp_path, monkeypatch, capfd):
+    hp = hparams("ft", epochs=3)
+    with monkeypatch.context() as m:
+        kill_at(m, 2)
+        with pytest.raises(Killed):
+            run_job(hparams("ft", epochs=3, lr=1e-2), cxr_store, tmp_path, "job")
+    capfd.readouterr()
+    with monkeypatch.context() as m:
+        ran = count_epochs(m)
+        result, _, _ = run_job(hp, cxr_store, tmp_path, "job")
+    assert ran == [0, 1, 2]
+    assert "from other settings; starting over" in capfd.readouterr().err
+    reference, _, _ = run_job(hp, cxr_store, tmp_path, "reference")
+    assert comparable(result) == comparable(reference)
+
+
+# -- (3) a damaged checkpoint ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"\x80\x02garbage" * 10])
+def test_corrupt_checkpoint_is_ignored_with_a_message(content, cxr_store, tmp_path, capfd):
+    hp = hparams("ft", epochs=2)
+    ckpt = tmp_path / "job" / "resume.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(content)
+    result, out, _ = run_job(hp, cxr_store, tmp_path, "job")
+    err = capfd.readouterr().err
+    assert "ignoring unreadable checkpoint" in err and str(ckpt) in err
+    assert result["epochs_run"] == 2 and (out / "metrics.json").exists()
+    reference, _, _ = run_job(hp, cxr_store, tmp_path, "reference")
+    assert comparable(result) == comparable(reference)
+
+
+# -- (4) what a finished job leaves -------------------------------------------------------------------------------
+def test_outputs_and_metrics_written_last(cxr_store, tmp_path, monkeypatch):
+    written = []
+    real_write_json, real_atomic = job.write_json, job.atomic_path
+
+    def spy_write_json(path, obj):
+        written.append(path.name)
+        return real_write_json(path, obj)
+
+    def spy_atomic(path):
+        written.append(path.name)
+        return real_atomic(path)
+
+    monkeypatch.setattr(job, "write_json", spy_write_json)
+    monkeypatch.setattr(job, "atomic_path", spy_atomic)
+    hp = hparams("lp", epochs=2)
+    result, out, ckpt = run_job(hp, cxr_store, tmp_path, "job")
+
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "hparams.json", "metrics.json"]
+    assert written[-1] == "metrics.json" and set(written) == {"history.csv", "hparams.json", "metrics.json"}
+    assert not ckpt.exists()  # removed once the results are complete
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.dumps(metrics, sort_keys=True) == json.dumps(result, sort_keys=True)
+    assert set(metrics["test"]) == {"map", "auroc", "macro_f1"} and metrics["primary_metric"] == "map"
+    assert set(metrics["per_class"]["test"]) == {"cardiomegaly", "effusion", "nodule", "opacity"}
+    assert metrics["epochs_run"] == 2 and metrics["strategy"] == "lp"
+    hparams_file = json.loads((out / "hparams.json").read_text())
+    assert hparams_file["signature"] == job.signature(hp) and hparams_file["strategy"]["type"] == "lp"
+    hist = pd.read_csv(out / "history.csv")
+    assert hist["epoch"].tolist() == [0, 1] and {"train_loss", "val_map", "trainable_params"} <= set(hist.columns)
+
+
+def test_a_failing_job_leaves_no_metrics_and_keeps_its_checkpoint(cxr_store, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("test split unreadable")
+
+    monkeypatch.setattr(job, "predict", broken)
+    with pytest.raises(RuntimeError, match="test split unreadable"):
+        run_job(hparams("ft", epochs=1), cxr_store, tmp_path, "job")
+    assert not (tmp_path / "job" / "out" / "metrics.json").exists()
+    assert (tmp_path / "job" / "resume.ckpt").exists()
