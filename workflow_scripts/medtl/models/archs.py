@@ -56,8 +56,26 @@ ARCHS.register("vgg19")(ArchSpec(
 
 
 # Demo sizes: the same families and block splits, small enough for a 2-core CPU at 32 px.
+class TinyResNet(ResNet):
+    """torchvision's ResNet with one BasicBlock per stage and narrow widths."""
+
+    def __init__(self, num_classes: int, widths=(16, 32, 64, 128)):
+        super().__init__(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.layer1 = self._make_layer(BasicBlock, widths[0], 1)
+        self.layer2 = self._make_layer(BasicBlock, widths[1], 1, stride=2)
+        self.layer3 = self._make_layer(BasicBlock, widths[2], 1, stride=2)
+        self.layer4 = self._make_layer(BasicBlock, widths[3], 1, stride=2)
+        self.fc = nn.Linear(widths[3], num_classes)
+        for m in self.modules():  # the parent's initialisation ran on the replaced layers
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 ARCHS.register("resnet_tiny")(ArchSpec(
-    build=lambda k: ResNet(BasicBlock, [1, 1, 1, 1], num_classes=k), blocks=resnet_blocks, head="fc",
+    build=TinyResNet, blocks=resnet_blocks, head="fc",
     family="resnet", default_preprocess={"resize": 36, "crop": 32}))
 
 
@@ -70,14 +88,24 @@ ARCHS.register("densenet_tiny")(ArchSpec(
     default_preprocess={"resize": 36, "crop": 32}))
 
 
-def _vgg_tiny(k: int) -> VGG:
-    net = VGG(make_layers([16, "M", 32, "M", 32, "M", 64, "M", 64, "M"]), num_classes=k)
-    net.avgpool = nn.AdaptiveAvgPool2d(1)
-    net.classifier = nn.Sequential(nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(0.2),
-                                   nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(0.2), nn.Linear(64, k))
-    return net
+class TinyVGG(VGG):
+    """VGG with five narrow stages and a small classifier of the same shape as VGG's."""
+
+    def __init__(self, num_classes: int):
+        nn.Module.__init__(self)  # VGG.__init__ would first build a 120M-parameter classifier
+        self.features = make_layers([16, "M", 32, "M", 32, "M", 64, "M", 64, "M"])
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(0.2),
+                                        nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(0.2),
+                                        nn.Linear(64, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
 
 
 ARCHS.register("vgg_tiny")(ArchSpec(
-    build=_vgg_tiny, blocks=vgg_blocks, head="classifier.6", family="vgg",
+    build=TinyVGG, blocks=vgg_blocks, head="classifier.6", family="vgg",
     default_preprocess={"resize": 36, "crop": 32}))
+
+from medtl.models import vit  # noqa: E402,F401  (ViT encoders: rad_dino, vit_tiny, timm_vit.<timm name>)

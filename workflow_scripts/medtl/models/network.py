@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from medtl.registry import Registry
+from medtl.registry import Registry, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,48 @@ class ArchSpec:
     imagenet_weights: str | None = None  # torchvision weights enum, "ResNet50_Weights.IMAGENET1K_V2"
 
 
-ARCHS: Registry[ArchSpec] = Registry("architecture")
+class ArchRegistry(Registry[ArchSpec]):
+    """The architecture registry, plus families of names resolved on first use:
+    after ``register_family("timm_vit.", make)``, looking up ``"timm_vit.vit_small_patch16_224"``
+    registers ``make("vit_small_patch16_224")`` under that name (``make`` raises ValueError for a
+    name it cannot build, and the lookup then fails with that reason)."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self._families: dict[str, Callable[[str], ArchSpec]] = {}
+
+    def register_family(self, prefix: str, make: Callable[[str], ArchSpec]) -> Callable[[str], ArchSpec]:
+        self._families[prefix] = make
+        return make
+
+    def _resolve(self, name: str) -> str | None:
+        """None when ``name`` is (now) registered, else why it is not."""
+        if name in self._items:
+            return None
+        for prefix, make in self._families.items():
+            if isinstance(name, str) and name.startswith(prefix) and len(name) > len(prefix):
+                try:
+                    self.register(name)(make(name[len(prefix):]))
+                except ValueError as err:
+                    return str(err)
+                return None
+        return ""
+
+    def get(self, name: str) -> ArchSpec:
+        why = self._resolve(name)
+        if why is None:
+            return super().get(name)
+        raise UnknownNameError(f"unknown {self.kind} '{name}': {why}" if why else
+                               f"unknown {self.kind} '{name}'; known {self.kind}s: {', '.join(self.names())}")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._resolve(name) is None
+
+    def names(self) -> list[str]:
+        return super().names() + [f"{prefix}<name>" for prefix in sorted(self._families)]
+
+
+ARCHS = ArchRegistry("architecture")
 
 
 def _belongs(name: str, prefix: str) -> bool:
@@ -74,7 +115,8 @@ class Network(nn.Module):
 
     def block_modules(self, i: int) -> list[nn.Module]:
         mods = dict(self.net.named_modules())
-        return [mods[p] for p in self.block_prefixes[i]]
+        # a prefix may name a bare parameter (a ViT's cls_token, pos_embed): no module to switch mode
+        return [mods[p] for p in self.block_prefixes[i] if p in mods]
 
     def head_module(self) -> nn.Module:
         return self.net.get_submodule(self.head_name)
@@ -101,7 +143,9 @@ class Network(nn.Module):
                              "were they made for another architecture?")
         bad = [k for k in own if k in state and state[k].shape != own[k].shape and not _belongs(k, self.head_name)]
         if bad:
-            raise ValueError(f"{self.arch}: pretrained tensor shapes differ for {bad[:3]}")
+            raise ValueError(f"{self.arch}: pretrained tensor shapes differ for {bad[:3]}; were the weights made "
+                             "before the architecture's definition changed? Rerun its weights job "
+                             "(snakemake --forcerun pretrain fetch_weights)")
         self.net.load_state_dict({k: v for k, v in state.items() if k in own and not _belongs(k, self.head_name)},
                                  strict=False)
 

@@ -1,5 +1,6 @@
-"""Starting weights for fine-tuning: ImageNet (torchvision, fetched once into a cache
-by a local rule), the pipeline's own pretraining, a user checkpoint, or none."""
+"""Starting weights for fine-tuning: ImageNet (torchvision, or timm's for ``timm_vit.*``, fetched once
+into a cache by a local rule), a Hugging Face hub checkpoint (``hub``: RAD-DINO), the pipeline's own
+pretraining, a user checkpoint, or none."""
 from __future__ import annotations
 
 import os
@@ -24,6 +25,8 @@ def fetch_imagenet(arch: str, out: str | os.PathLike, cache_dir: str | os.PathLi
     spec = ARCHS.get(arch)
     if not spec.imagenet_weights:
         raise ValueError(f"architecture '{arch}' has no ImageNet weights; use weights type 'pretrain' or 'none'")
+    if spec.imagenet_weights.startswith("timm:"):
+        return fetch_timm(arch, spec.imagenet_weights.removeprefix("timm:"), out, cache_dir)
     os.environ["TORCH_HOME"] = str(Path(cache_dir).resolve())
     print(f"[weights] fetching {spec.imagenet_weights} into {cache_dir}", file=sys.stderr, flush=True)
     try:
@@ -50,4 +53,79 @@ def import_checkpoint(arch: str, path: str | os.PathLike, out: str | os.PathLike
     state = {k.removeprefix("module.").removeprefix("net."): v for k, v in state.items()}
     net = build_network(arch, 2)
     net.load_backbone(state)  # names the mismatch if it is for another architecture
+    save_backbone(net.backbone_state(), out)
+
+
+def _hf_cache(cache_dir: str | os.PathLike) -> Path:
+    """The Hugging Face cache beside the torch one (``results/cache/huggingface``)."""
+    return Path(cache_dir).resolve().parent / "huggingface"
+
+
+def fetch_timm(arch: str, model: str, out: str | os.PathLike, cache_dir: str | os.PathLike) -> None:
+    """timm's default pretrained weights of ``model`` (from the Hugging Face hub) as the backbone of ``arch``."""
+    import timm
+
+    cache = _hf_cache(cache_dir)
+    print(f"[weights] fetching timm '{model}' into {cache}", file=sys.stderr, flush=True)
+    try:
+        pretrained = timm.create_model(model, pretrained=True, cache_dir=str(cache))
+    except Exception as err:
+        raise RuntimeError(f"could not fetch timm's pretrained weights for '{model}': {err}. This needs internet "
+                           f"on the machine running the local rule; or use weights type 'checkpoint'.") from None
+    state = pretrained.state_dict()
+    net = build_network(arch, 2)
+    own = net.net.state_dict()
+    if "norm.weight" in own and "norm.weight" not in state and "fc_norm.weight" in state:
+        # pretrained with the norm after pooling: here it is applied to every token before pooling
+        state = {("norm" + k[len("fc_norm"):] if k.startswith("fc_norm.") else k): v for k, v in state.items()}
+    from medtl.models.vit import fit_pos_embed
+
+    net.load_backbone(fit_pos_embed(state, net.net))
+    save_backbone(net.backbone_state(), out)
+
+
+def fetch_hub(arch: str, weights: dict, out: str | os.PathLike, cache_dir: str | os.PathLike) -> None:
+    """A DINOv2 checkpoint from the Hugging Face hub (``repo``, default: the architecture's, e.g.
+    ``microsoft/rad-dino``; optional ``revision``), downloaded with ``snapshot_download`` into the cache
+    (or read from ``path``, a local copy of the repository), converted to timm names and checked against
+    the architecture (its config, then every backbone tensor, shapes included)."""
+    from medtl.models.vit import HUB_REPOS, check_dinov2_config, dinov2_to_timm, fit_pos_embed
+
+    repo = weights.get("repo") or HUB_REPOS.get(arch)
+    if weights.get("path"):  # a local copy of the repository (git clone or snapshot folder): no download
+        folder = Path(weights["path"])
+        if not folder.is_dir():
+            raise FileNotFoundError(f"hub weights path {folder} is not a folder; fix 'weights.path' for '{arch}'")
+        repo = str(folder)
+    elif not repo:
+        raise ValueError(f"weights type 'hub' for architecture '{arch}' needs a 'repo' (e.g. microsoft/rad-dino)")
+    else:
+        cache = _hf_cache(cache_dir)
+        print(f"[weights] fetching {repo}@{weights.get('revision') or 'main'} into {cache}", file=sys.stderr,
+              flush=True)
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(repo, revision=weights.get("revision"), cache_dir=str(cache),
+                                            allow_patterns=["*.json", "*.safetensors", "*.md", "LICENSE*"]))
+        except Exception as err:
+            raise RuntimeError(f"could not download {repo} from the Hugging Face hub: {err}. This needs internet on "
+                               f"the machine running the local rule (or a filled cache in {cache}; set "
+                               f"HF_HUB_OFFLINE=1 to use it without a network), or set 'path' to a local copy."
+                               ) from None
+    import json
+
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{repo}: no .safetensors file in {folder}")
+    state: dict = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    net = build_network(arch, 2)
+    config = folder / "config.json"
+    if config.exists():
+        check_dinov2_config(json.loads(config.read_text()), net.net, arch)
+    net.load_backbone(fit_pos_embed(dinov2_to_timm(state), net.net))
     save_backbone(net.backbone_state(), out)

@@ -1,0 +1,7 @@
+"""Every result of the run next to the published number of the same setting, where there is one."""
+from medtl.report.published import build_published_report, load_reference
+from medtl.workflow.script import job_log
+
+with job_log(snakemake):
+    build_published_report(list(map(str, snakemake.input.metrics)), load_reference(snakemake.input.reference),
+                           snakemake.params.out_dir)

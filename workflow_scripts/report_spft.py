@@ -1,0 +1,11 @@
+"""The second study's SPFT tables and figure, with the published numbers side by side."""
+from medtl.report.published import load_reference
+from medtl.report.spft import build_spft_report
+from medtl.workflow.script import job_log, param
+
+with job_log(snakemake):
+    order = param(snakemake, "order")
+    build_spft_report(list(map(str, snakemake.input.metrics)), snakemake.params.out_dir,
+                      settings=param(snakemake, "settings"), reference=load_reference(snakemake.input.reference),
+                      strategy_order=order["strategies"], arch_order=order["architectures"],
+                      families=order["families"])
