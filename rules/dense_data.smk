@@ -1,0 +1,93 @@
+"""Helpers and datasets of the optional dense tasks (detection, segmentation): config slices,
+and the fetch shared by both. Each task has its own raw and prepared folders, so the same
+source may be configured differently for each."""
+from medtl.workflow.dense_config import check_dense_config  # noqa: E402
+
+check_dense_config(config)
+
+DENSE_DEFAULT_SIZE = {"detection": 640, "segmentation": 1024}
+DENSE_RUN = "{dataset}/{model}/{strategy}/seed{seed}"
+
+
+def dense_section(task):
+    return config.get(task) or {}
+
+
+def dense_entry(task, name):
+    entry = dense_section(task)["datasets"][name] or {}
+    return {"type": entry.get("type", name), **entry}
+
+
+def dense_size(task, name):
+    return int(dense_entry(task, name).get("size") or DENSE_DEFAULT_SIZE[task])
+
+
+def dense_seeds(task):
+    return dense_section(task).get("seeds") or config["seeds"]
+
+
+def dense_strategy_entry(task, name):
+    entry = dict(dense_section(task)["strategies"][name] or {})
+    return {"name": name, "type": entry.pop("type", name), "settings": entry}
+
+
+def dense_training(task, model):
+    """The task's training settings with the model's own overrides on top."""
+    entry = dense_section(task)["models"][model] or {}
+    return {**dense_section(task).get("training", {}), **(entry.get("training") or {})}
+
+
+def dense_weights_file(task, model):
+    weights = (dense_section(task)["models"][model] or {}).get("weights") or {"type": "none"}
+    return [weights["path"]] if weights["type"] == "checkpoint" else []
+
+
+def dense_store_dir(task, dataset):
+    return f"{RESULTS}/{task}/prepared/{dataset}/s{dense_size(task, dataset)}"
+
+
+def dense_runs(task):
+    section = dense_section(task)
+    for dataset in section.get("datasets", {}):
+        for model in section.get("models", {}):
+            for strategy in section.get("strategies", {}):
+                for seed in dense_seeds(task):
+                    yield dict(dataset=dataset, model=model, strategy=strategy, seed=seed)
+
+
+def dense_run_files(task, name):
+    return [f"{RESULTS}/{task}/runs/{DENSE_RUN.format(**r)}/{name}" for r in dense_runs(task)]
+
+
+def dense_prepare_entry(task, dataset):
+    """What a prepared store depends on: the source and its options, and how validation is carved."""
+    entry = dense_entry(task, dataset)
+    return {k: v for k, v in entry.items() if k in ("type", "options", "val_fraction", "split_seed")}
+
+
+DENSE_REPORT_DEFAULTS = {"n_images": 4, "box_conf": 0.05}
+
+
+def dense_report_settings(task):
+    section = dense_section(task)
+    return {**DENSE_REPORT_DEFAULTS, **(section.get("report") or {}), "models": list(section.get("models", {})),
+            "strategies": list(section.get("strategies", {}))}
+
+
+rule fetch_dense_dataset:
+    output:
+        manifest=f"{RESULTS}/{{task}}/raw/{{dataset}}/manifest.json",
+    wildcard_constraints:
+        task="detection|segmentation",
+    params:
+        entry=lambda w: canonical({k: v for k, v in dense_entry(w.task, w.dataset).items()
+                                   if k in ("type", "options")}),
+        raw_dir=lambda w: f"{RESULTS}/{w.task}/raw/{w.dataset}",
+    log:
+        f"{RESULTS}/logs/fetch_dense_dataset/{{task}}_{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fetch_dense_dataset/{{task}}_{{dataset}}.tsv"
+    localrule: True
+    script:
+        "../workflow_scripts/fetch_dense_dataset.py"
+

@@ -1,0 +1,131 @@
+"""One segmentation job: (dataset, model, strategy, seed) -> Dice per structure, predictions.
+
+The model selected on validation (mean Dice over structures, tight boxes) is evaluated on
+test: Dice of every annotated (image, structure), averaged per structure, and the mean over
+structures. Structures an image lacks are neither prompted nor scored.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medtl.data.dense_store import load_dense_store
+from medtl.io import atomic_path, write_json
+from medtl.segmentation.sam import build_sam
+from medtl.segmentation.strategies import SEGMENTATION_STRATEGIES
+from medtl.segmentation.trainer import LoopSettings, SamTuner, SegData
+
+PRIMARY = "dice"
+# What a job uses for a setting its config slice leaves out; the workflow's schema carries the
+# same defaults (tests/test_segmentation.py keeps the two in step).
+TRAINING_DEFAULTS = {
+    "epochs": 20, "batch_size": 4, "eval_batch_size": 8, "lr": 0.0001, "weight_decay": 0.01,
+    "box_jitter": 0.1, "patience": 100, "dice_weight": 1.0, "bce_weight": 1.0, "device": "auto", "amp": True,
+}
+MODEL_DEFAULTS = {"encoder": "vit_b", "img_size": 1024}
+
+
+def signature(hp: dict) -> str:
+    return hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' requested but CUDA is not available; set device: auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def scores_of(dice: np.ndarray, structures: list[str]) -> dict:
+    """{dice: mean over structures, dice_<structure>: mean over the images annotated with it}."""
+    with np.errstate(all="ignore"):
+        per = np.nanmean(dice, axis=0) if len(dice) else np.full(len(structures), np.nan)
+    out = {f"dice_{s}": (float(v) if math.isfinite(v) else None) for s, v in zip(structures, per)}
+    finite = [v for v in per if math.isfinite(v)]
+    return {PRIMARY: float(np.mean(finite)) if finite else None, **out}
+
+
+def build_tuner(hp: dict, store, weights_file: str | None, device: torch.device, checkpoint: str | None = None):
+    """SAM, strategy and data of a job: shared by training and the tests."""
+    seed_everything(int(hp["seed"]))
+    model = {**MODEL_DEFAULTS, **hp["model"]}
+    t = {**TRAINING_DEFAULTS, **hp["training"]}
+    strategy = SEGMENTATION_STRATEGIES.get(hp["strategy"]["type"])
+    settings = strategy.resolve(hp["strategy"]["settings"], where=f"strategy '{hp['strategy']['name']}'")
+    sam = build_sam(model["encoder"], int(model["img_size"]), weights_file)
+    train = SegData(store.images, store.masks, store.indices("train"))
+    val = SegData(store.images, store.masks, store.indices("val"))
+    loop = LoopSettings(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
+                        weight_decay=float(t["weight_decay"]), box_jitter=float(t["box_jitter"]),
+                        seed=int(hp["seed"]), patience=int(t["patience"]), eval_batch_size=int(t["eval_batch_size"]),
+                        dice_weight=float(t["dice_weight"]), bce_weight=float(t["bce_weight"]), amp=bool(t["amp"]))
+    return SamTuner(sam, settings, strategy.schedule(settings), loop, train, val, device,
+                    checkpoint=Path(checkpoint) if checkpoint else None, signature=signature(hp))
+
+
+def run(hp: dict, store_dir: str, out_dir: str, checkpoint: str, weights_file: str | None = None,
+        threads: int = 1, hooks: list | None = None) -> dict:
+    """Train, select on validation, evaluate on test; write metrics.json (last), per_image.csv,
+    predictions.npz (test masks), history.csv and hparams.json into ``out_dir``."""
+    torch.set_num_threads(max(1, threads))
+    started = time.monotonic()
+    store = load_dense_store(store_dir, task="segmentation")
+    device = resolve_device(hp["training"].get("device", TRAINING_DEFAULTS["device"]))
+    tuner = build_tuner(hp, store, weights_file, device, checkpoint)
+    tuner.on_epoch_end.extend(hooks or [])
+    model = {**MODEL_DEFAULTS, **hp["model"]}
+    plan = [p["stage"] for p in tuner.schedule.plan(tuner.loop.epochs, len(tuner.units))]
+    print(f"[segmentation] {hp['dataset']['name']} {hp['model']['name']} ({model['encoder']} at "
+          f"{model['img_size']} px) {hp['strategy']['name']} seed={hp['seed']} on {device}: "
+          f"{len(tuner.train_data)} train / {len(tuner.val_data)} val images, structures {store.classes}; "
+          f"encoder units {len(tuner.units)}; stages {plan}", file=sys.stderr, flush=True)
+    outcome = tuner.fit()
+
+    test = SegData(store.images, store.masks, store.indices("test"))
+    result = {"val": {}, "test": {}}
+    _, val_dice = tuner.predict(tuner.val_data)
+    result["val"] = scores_of(val_dice, store.classes)
+    test_masks, test_dice = tuner.predict(test)
+    result["test"] = scores_of(test_dice, store.classes)
+    per_image = pd.DataFrame([
+        {"index": int(idx), "image_id": store.image_id(idx), "structure": s, "dice": float(test_dice[i, k])}
+        for i, idx in enumerate(test.indices) for k, s in enumerate(store.classes) if test.present[i, k]])
+    result.update(
+        task="segmentation", dataset=hp["dataset"]["name"], model=hp["model"]["name"],
+        strategy=hp["strategy"]["name"], seed=int(hp["seed"]), primary_metric=PRIMARY, classes=store.classes,
+        best_epoch=outcome.best_epoch, epochs_run=outcome.epochs_run,
+        stages=[{k: h[k] for k in ("epoch", "stage", "units_unfrozen", "trainable_params")} for h in outcome.history],
+        device=str(device), seconds=round(time.monotonic() - started, 2))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "per_image.csv") as tmp:
+        per_image.to_csv(tmp, index=False)
+    with atomic_path(out / "predictions.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, index=test.indices, masks=test_masks, present=test.present,
+                                structures=np.array(store.classes))
+    with atomic_path(out / "history.csv") as tmp:
+        pd.DataFrame(outcome.history).to_csv(tmp, index=False)
+    write_json(out / "hparams.json", {**hp, "strategy_resolved": tuner.settings, "signature": signature(hp),
+                                      "device": str(device), "torch": torch.__version__})
+    write_json(out / "metrics.json", result)  # last: its presence marks a finished job
+    Path(checkpoint).unlink(missing_ok=True)
+    print(f"[segmentation] done in {result['seconds']} s: test Dice {result['test']}", file=sys.stderr, flush=True)
+    return result

@@ -1,0 +1,72 @@
+"""Checks of the optional ``detection`` and ``segmentation`` config sections that the JSON
+schema cannot make: names against the dense registries, strategy settings against each
+strategy's known keys, per-model training overrides against the training keys, checkpoint
+paths. Runs when the workflow is parsed, so a bad config stops before any job starts."""
+from __future__ import annotations
+
+from medtl.workflow.config import ConfigError
+
+TASKS = ("detection", "segmentation")
+
+
+def _training_keys(task: str) -> set[str]:
+    if task == "detection":
+        from medtl.detection.train import TRAINING_DEFAULTS
+    else:
+        from medtl.segmentation.train import TRAINING_DEFAULTS
+    return set(TRAINING_DEFAULTS)
+
+
+def _weights_errors(where: str, weights: dict | None) -> list[str]:
+    weights = weights or {"type": "none"}
+    if weights.get("type") == "checkpoint" and not weights.get("path"):
+        return [f"{where}.weights.path: a checkpoint needs a path"]
+    return []
+
+
+def check_dense_config(config: dict) -> None:
+    from medtl.data import DENSE_DATASETS
+    from medtl.staging import check_strategies
+
+    errors: list[str] = []
+    for task in TASKS:
+        section = config.get(task)
+        if not section:
+            continue
+        for key, entry in (section.get("datasets") or {}).items():
+            kind = (entry or {}).get("type", key)
+            if kind not in DENSE_DATASETS:
+                errors.append(f"{task}.datasets.{key}: unknown dense dataset '{kind}' (set 'type' to one of: "
+                              f"{', '.join(DENSE_DATASETS.names())})")
+            elif task not in DENSE_DATASETS.get(kind).tasks:
+                errors.append(f"{task}.datasets.{key}: '{kind}' has no {task} annotations "
+                              f"(it supports: {', '.join(DENSE_DATASETS.get(kind).tasks)})")
+        known_training = _training_keys(task)
+        for key, entry in (section.get("models") or {}).items():
+            entry = entry or {}
+            where = f"{task}.models.{key}"
+            if task == "detection":
+                from medtl.detection.models import DETECTORS
+
+                kind = entry.get("type", key)
+                if kind not in DETECTORS:
+                    errors.append(f"{where}: unknown detector '{kind}' (set 'type' to one of: "
+                                  f"{', '.join(DETECTORS.names())})")
+            else:
+                from medtl.segmentation.sam import ENCODERS
+
+                encoder = entry.get("encoder", "vit_b")
+                if encoder not in ENCODERS:
+                    errors.append(f"{where}.encoder: unknown SAM encoder '{encoder}' (known: "
+                                  f"{', '.join(ENCODERS.names())})")
+            errors += _weights_errors(where, entry.get("weights"))
+            unknown = sorted(set(entry.get("training") or {}) - known_training)
+            if unknown:
+                errors.append(f"{where}.training: unknown settings {unknown} (known: {sorted(known_training)})")
+        if task == "detection":
+            from medtl.detection.strategies import DETECTION_STRATEGIES as registry
+        else:
+            from medtl.segmentation.strategies import SEGMENTATION_STRATEGIES as registry
+        errors += check_strategies(task, section.get("strategies"), registry)
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

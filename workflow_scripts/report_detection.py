@@ -1,0 +1,9 @@
+"""Merge every detection job into the comparison tables and box overlay figures."""
+from medtl.detection.report import build_report
+from medtl.workflow.script import job_log, param
+
+with job_log(snakemake):
+    settings = param(snakemake, "report")
+    build_report(list(map(str, snakemake.input.metrics)), list(map(str, snakemake.input.predictions)),
+                 param(snakemake, "stores"), snakemake.params.out_dir, model_order=settings["models"],
+                 strategy_order=settings["strategies"], n_images=settings["n_images"], box_conf=settings["box_conf"])

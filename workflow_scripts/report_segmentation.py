@@ -1,0 +1,10 @@
+"""Merge every segmentation job into the Dice tables and mask overlay figures."""
+from medtl.segmentation.report import build_report
+from medtl.workflow.script import job_log, param
+
+with job_log(snakemake):
+    settings = param(snakemake, "report")
+    build_report(list(map(str, snakemake.input.metrics)), list(map(str, snakemake.input.predictions)),
+                 list(map(str, snakemake.input.per_image)), param(snakemake, "stores"), snakemake.params.out_dir,
+                 model_order=settings["models"], strategy_order=settings["strategies"],
+                 n_images=settings["n_images"])
