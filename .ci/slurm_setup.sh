@@ -20,6 +20,7 @@ FAKE_GPUS=${SLURM_SETUP_GPUS:-1}
 WAIT_S=${SLURM_SETUP_TIMEOUT:-120}
 
 log() { echo "[slurm_setup] $*" >&2; }
+running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }  # by pid file (no procps needed)
 die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (try: sudo $0)"
@@ -51,9 +52,10 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown munge:munge /etc/munge/munge.key
 chmod 0400 /etc/munge/munge.key
-if ! pgrep -x munged >/dev/null; then
+if ! running /run/munge/munged.pid; then
     log "starting munged"
-    runuser -u munge -- /usr/sbin/munged
+    runuser -u munge -- /usr/sbin/munged </dev/null >>/var/log/munge/start.log 2>&1 \
+        || { cat /var/log/munge/start.log >&2; die "munged did not start"; }
 fi
 for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
 munge -n | unmunge >/dev/null || die "munge does not work (see /var/log/munge/munged.log)"
@@ -111,9 +113,8 @@ fi
 # -- 4. daemons ---------------------------------------------------------------------------------
 stop_daemon() {  # by its pid file: only the daemon this script started
     local pidfile=$1 pid
-    [ -s "$pidfile" ] || return 0
+    running "$pidfile" || return 0
     pid=$(cat "$pidfile")
-    kill -0 "$pid" 2>/dev/null || return 0
     log "config changed: stopping $(basename "$pidfile" .pid) ($pid)"
     kill "$pid"
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
@@ -123,13 +124,15 @@ if [ "$changed" = 1 ]; then
     stop_daemon /run/slurmd.pid
     stop_daemon /run/slurmctld.pid
 fi
-if ! pgrep -x slurmctld >/dev/null; then
+if ! running /run/slurmctld.pid; then
     log "starting slurmctld"
-    /usr/sbin/slurmctld
+    /usr/sbin/slurmctld </dev/null >>/var/log/slurm/start.log 2>&1 \
+        || { tail -n 20 /var/log/slurm/start.log >&2; die "slurmctld did not start"; }
 fi
-if ! pgrep -x slurmd >/dev/null; then
+if ! running /run/slurmd.pid; then
     log "starting slurmd"
-    /usr/sbin/slurmd -N "$NODE"
+    /usr/sbin/slurmd -N "$NODE" </dev/null >>/var/log/slurm/start.log 2>&1 \
+        || { tail -n 20 /var/log/slurm/start.log >&2; die "slurmd did not start"; }
 fi
 
 # -- 5. wait for the node -----------------------------------------------------------------------
