@@ -27,3 +27,12 @@ dry-run: setup
 
 clean:
 	rm -rf results .snakemake
+
+# Performance benchmarks (benchmarks/README.md); BENCH_ARGS=--quick runs each in seconds
+.PHONY: bench
+bench: setup
+	$(BIN)/python benchmarks/data_loading.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/feature_cache.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/trainer_overhead.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/gpu_throughput.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/dag_planning.py $(BENCH_ARGS)

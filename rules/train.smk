@@ -18,6 +18,7 @@ rule train:
     input:
         store=lambda w: store_files(w.dataset, prep_tag(w.arch)),
         weights=lambda w: weights_file(w.arch),
+        features=run_features,  # rules/features.smk: cached backbone features, for LP and LP-FT
     output:
         metrics=f"{RESULTS}/runs/{RUN}/metrics.json",
         history=f"{RESULTS}/runs/{RUN}/history.csv",

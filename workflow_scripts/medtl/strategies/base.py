@@ -38,11 +38,26 @@ class Strategy:
     #: metric for early stopping, None = the dataset's primary metric
     monitor: str | None = None
 
-    def __init__(self, ctx: Context, **settings: Any):
-        unknown = sorted(set(settings) - set(self.defaults) - {"type"})
+    #: settings that must be integers of at least 1 (epoch counts, schedule periods)
+    positive_ints: tuple[str, ...] = ()
+
+    @classmethod
+    def check_settings(cls, settings: dict) -> list[str]:
+        """Problems with ``settings`` (config values), found before any job starts."""
+        problems = []
+        unknown = sorted(set(settings) - set(cls.defaults) - {"type"})
         if unknown:
-            raise ValueError(f"strategy {type(self).__name__}: unknown settings {unknown}; "
-                             f"known: {sorted(self.defaults)}")
+            problems.append(f"unknown settings {unknown} (known: {sorted(cls.defaults)})")
+        for key in cls.positive_ints:
+            value = settings.get(key, cls.defaults.get(key))
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"'{key}' must be an integer of at least 1, got {value!r}")
+        return problems
+
+    def __init__(self, ctx: Context, **settings: Any):
+        problems = self.check_settings(settings)
+        if problems:
+            raise ValueError(f"strategy {type(self).__name__}: {'; '.join(problems)}")
         self.ctx = ctx
         self.settings = {**self.defaults, **{k: v for k, v in settings.items() if k != "type"}}
         self.net = ctx.net

@@ -6,6 +6,7 @@ from medtl.strategies.base import STRATEGIES, Strategy
 
 class _Gradual(Strategy):
     defaults = {"unfreeze_every": 1}
+    positive_ints = ("unfreeze_every",)
     last_first = True
 
     def n_unfrozen(self, epoch: int) -> int:

@@ -64,6 +64,16 @@ class SPFT(Strategy):
         "monitor": "auroc",
     }
 
+    positive_ints = ("unfreeze_every",)
+
+    @classmethod
+    def check_settings(cls, settings):
+        problems = super().check_settings(settings)
+        top_k = settings.get("top_k", cls.defaults["top_k"])
+        if top_k != "all" and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+            problems.append(f"'top_k' must be 'all' or an integer of at least 0, got {top_k!r}")
+        return problems
+
     def __init__(self, ctx, **settings):
         super().__init__(ctx, **settings)
         s = self.settings

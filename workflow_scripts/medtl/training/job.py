@@ -17,6 +17,7 @@ from medtl.io import atomic_path, write_json
 from medtl.models import build_network
 from medtl.strategies import STRATEGIES, Context
 from medtl.training.batches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, SplitData
+from medtl.training.features import CachedFeatures, describe, uses_frozen_features
 from medtl.training.trainer import LoopSettings, Trainer, predict, seed_everything
 
 
@@ -67,9 +68,22 @@ def build(hp: dict, store, weights_file: str | None, device: torch.device):
     return net, strategy, train, val, norm
 
 
+def load_features(hp: dict, store, features_file: str | None, strategy, device: torch.device):
+    """The cached backbone features of the job's (dataset, architecture, weights), when its strategy
+    has frozen-backbone epochs and the rule gave them (never for weights 'none': random, per seed)."""
+    if not features_file or not uses_frozen_features(strategy):
+        return None
+    expect = describe(hp["arch"]["name"], hp["arch"].get("weights"), hp["training"].get("normalize"))
+    return CachedFeatures.load(features_file, store, expect, device)
+
+
 def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkpoint: str,
-        threads: int = 1) -> dict:
-    """Train, select the best epoch on validation, evaluate on test; write results into ``out_dir``."""
+        threads: int = 1, features_file: str | None = None, compile: bool | None = None) -> dict:
+    """Train, select the best epoch on validation, evaluate on test; write results into ``out_dir``.
+
+    ``features_file``: cached backbone features (the ``extract_features`` rule's .npy) used in the
+    epochs in which the strategy's backbone is frozen. ``compile``: torch.compile the forward pass
+    (default: ``hp["training"]["compile"]``, false)."""
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     started = time.monotonic()
@@ -88,22 +102,37 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     training = hp["training"]
     loop = LoopSettings(epochs=int(training["epochs"]), batch_size=int(training["batch_size"]),
                         patience=int(training["patience"]), seed=int(hp["seed"]), monitor=monitor,
-                        metrics=metric_names, eval_batch_size=int(training.get("eval_batch_size", 256)))
+                        metrics=metric_names, eval_batch_size=int(training.get("eval_batch_size", 256)),
+                        amp=bool(training.get("amp", True)),
+                        compile=bool(training.get("compile", False) if compile is None else compile))
+    features = load_features(hp, store, features_file, strategy, device)
     print(f"[train] {hp['dataset']['name']} {hp['arch']['name']} {hp['strategy']['name']} lr={hp['lr']} "
-          f"seed={hp['seed']} on {device}: {len(train)} train / {len(val)} val images", file=sys.stderr, flush=True)
-    trainer = Trainer(strategy, train, val, norm, loop, checkpoint=Path(checkpoint), signature=signature(hp))
-    outcome = trainer.fit()
+          f"seed={hp['seed']} on {device}: {len(train)} train / {len(val)} val images"
+          f"{'; cached backbone features ' + str(features_file) if features else ''}", file=sys.stderr, flush=True)
+    trainer = Trainer(strategy, train, val, norm, loop, checkpoint=Path(checkpoint), signature=signature(hp),
+                      features=features)
+    outcome = trainer.fit(wait=False)  # the last checkpoint is written while the final predictions run
 
-    test = SplitData(store.images, store.indices("test"), store.targets("test"))
+    test = SplitData(store.images, store.indices("test"), store.targets("test"), pin=device.type == "cuda")
     model = strategy.eval_model()
+    # a backbone that never trained is the cached one: the head alone gives the predictions
+    from_cache = features is not None and trainer.pristine
     result = {"val": {}, "test": {}, "per_class": {}}
-    for split, data in (("val", val), ("test", test)):
-        probs = predict(model, data, norm, store.task, loop.eval_batch_size, trainer.autocast)
-        y = data.targets.numpy()
-        result[split] = M.compute(store.task, y, probs, metric_names)
-        result["per_class"][split] = M.per_class(y, probs, store.classes)
+    try:
+        for split, data in (("val", val), ("test", test)):
+            if from_cache:
+                probs = predict(model.head_module(), features.splits[split], features.to_device, store.task,
+                                loop.eval_batch_size, trainer.autocast)
+            else:
+                probs = predict(model, data, norm, store.task, loop.eval_batch_size, trainer.autocast)
+            y = data.targets.numpy()
+            result[split] = M.compute(store.task, y, probs, metric_names)
+            result["per_class"][split] = M.per_class(y, probs, store.classes)
+    finally:
+        trainer.wait_for_checkpoint()  # on disk before it is removed, or kept for a rerun after a failure
     result.update(
-        dataset=hp["dataset"]["name"], arch=hp["arch"]["name"], strategy=hp["strategy"]["name"],
+        dataset=hp["dataset"]["name"], arch=hp["arch"].get("key", hp["arch"]["name"]),
+        strategy=hp["strategy"]["name"],
         lr=float(hp["lr"]), seed=int(hp["seed"]), monitor=monitor, primary_metric=primary,
         best_epoch=outcome.best_epoch, epochs_run=outcome.epochs_run, device=str(device),
         seconds=round(time.monotonic() - started, 2),
@@ -112,7 +141,8 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     with atomic_path(out / "history.csv") as tmp:
         pd.DataFrame(outcome.history).to_csv(tmp, index=False)
     write_json(out / "hparams.json", {**hp, "strategy_resolved": strategy.describe(), "monitor": monitor,
-                                      "metrics": metric_names, "device": str(device),
+                                      "metrics": metric_names, "device": str(device), "amp": trainer.amp,
+                                      "compile": loop.compile, "cached_features": features_file if features else None,
                                       "torch": torch.__version__, "signature": signature(hp)})
     write_json(out / "metrics.json", result)  # last: its presence marks a finished job
     Path(checkpoint).unlink(missing_ok=True)
