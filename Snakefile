@@ -1,16 +1,30 @@
 # Transfer learning in medical imaging: every (dataset, architecture, strategy,
 # learning rate, seed) is one cacheable job; tables and figures come from one command.
-configfile: "config.yaml"
+# The embedded default; a --configfile on the command line replaces it instead of being merged into it
+# (merged, `--configfile configs/paper.yaml` would also run the demo's datasets, architectures and strategies).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/weights.smk"
+include: "rules/features.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"
+include: "rules/report_published.smk"
+include: "rules/report_spft.smk"
+include: "rules/dense_data.smk"
+include: "rules/detection.smk"
+include: "rules/segmentation.smk"
 
 
 rule all:
     input:
         rules.report_classification.output,
+        rules.report_published.output,
+        SPFT_REPORT,  # the SPFT tables, only when the config has SPFT-type strategies
+        detection_targets(),  # detection and segmentation tables and figures, only when configured
+        segmentation_targets(),
     default_target: True

@@ -42,12 +42,14 @@ def arch_entry(name):
     entry = config["architectures"][name]
     arch_type = entry.get("type", name)
     preprocess = {**ARCHS.get(arch_type).default_preprocess, **entry.get("preprocess", {})}
-    return {"name": arch_type, "weights": entry.get("weights", {"type": "none"}), "preprocess": preprocess}
+    return {"key": name, "name": arch_type, "weights": entry.get("weights", {"type": "none"}),
+            "preprocess": preprocess}
 
 
 def strategy_entry(name):
     entry = dict(config["strategies"][name])
     entry.pop("learning_rates", None)
+    entry.pop("architectures", None)
     return {"name": name, "type": entry.pop("type", name), "settings": entry}
 
 
@@ -84,10 +86,21 @@ def store_files(dataset, prep):
 RUN = "{dataset}/{arch}/{strategy}/lr{lr}/seed{seed}"
 
 
+def only(entry, key, default):
+    """An entry's optional restriction list (architectures.<a>.datasets / .strategies,
+    strategies.<s>.architectures); without one, everything."""
+    return (entry or {}).get(key) or list(default)
+
+
 def training_runs():
     for dataset in config["datasets"]:
-        for arch in config["architectures"]:
-            for strategy in config["strategies"]:
+        for arch, a in config["architectures"].items():
+            if dataset not in only(a, "datasets", config["datasets"]):
+                continue
+            for strategy, s in config["strategies"].items():
+                if strategy not in only(a, "strategies", config["strategies"]) or \
+                        arch not in only(s, "architectures", config["architectures"]):
+                    continue
                 for lr in learning_rates(strategy):
                     for seed in config["seeds"]:
                         yield dict(dataset=dataset, arch=arch, strategy=strategy, lr=lr_tag(lr), seed=seed)

@@ -97,7 +97,7 @@ def test_adding_a_seed_schedules_only_that_seed_and_the_report(finished_tiny_run
     jobs = reschedule(finished_tiny_run, lambda c: c["seeds"].append(1))
     trains = [wc for rule, wc in jobs if rule == "train"]
     assert len(trains) == 3 and all("seed=1" in wc for wc in trains)
-    assert {rule for rule, _ in jobs} == {"train", "report_classification", "all"}
+    assert {rule for rule, _ in jobs} == {"train", "report_classification", "report_published", "all"}
 
 
 @pytest.mark.slow
@@ -105,7 +105,7 @@ def test_changing_one_strategy_reruns_only_its_jobs(finished_tiny_run):
     jobs = reschedule(finished_tiny_run, lambda c: c["strategies"]["l2_sp"].update(alpha=0.1))
     trains = [wc for rule, wc in jobs if rule == "train"]
     assert len(trains) == 1 and "strategy=l2_sp" in trains[0]
-    assert {rule for rule, _ in jobs} == {"train", "report_classification", "all"}
+    assert {rule for rule, _ in jobs} == {"train", "report_classification", "report_published", "all"}
 
 
 @pytest.mark.slow

@@ -10,6 +10,10 @@ class ConfigError(ValueError):
     pass
 
 
+#: keys of a strategy entry that select jobs rather than set the strategy
+SELECTION_KEYS = ("type", "learning_rates", "architectures")
+
+
 def canonical(obj) -> str:
     """One stable text per value: what Snakemake compares to decide whether params changed."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
@@ -47,11 +51,18 @@ def check_config(config: dict) -> None:
             errors.append(f"strategies.{key}: unknown strategy '{kind}' (set 'type' to one of: "
                           f"{', '.join(STRATEGIES.names())})")
             continue
-        known = set(STRATEGIES.get(kind).defaults) | {"type", "learning_rates"}
-        unknown = sorted(set(entry) - known)
-        if unknown:
-            errors.append(f"strategies.{key}: unknown settings {unknown} for strategy '{kind}' "
-                          f"(known: {sorted(known - {'type', 'learning_rates'})})")
+        settings = {k: v for k, v in entry.items() if k not in SELECTION_KEYS}
+        for problem in STRATEGIES.get(kind).check_settings(settings):
+            errors.append(f"strategies.{key}: {problem} for strategy '{kind}'")
+    for key, entry in config["architectures"].items():
+        for section in ("datasets", "strategies"):
+            for name in (entry or {}).get(section, []):
+                if name not in config[section]:
+                    errors.append(f"architectures.{key}.{section}: '{name}' is not a key of {section}")
+    for key, entry in config["strategies"].items():
+        for name in (entry or {}).get("architectures", []):
+            if name not in config["architectures"]:
+                errors.append(f"strategies.{key}.architectures: '{name}' is not a key of architectures")
     reference = config.get("report", {}).get("reference", "ft")
     if reference not in config["strategies"]:
         errors.append(f"report.reference: '{reference}' is not one of the configured strategies")
