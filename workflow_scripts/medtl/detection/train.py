@@ -102,7 +102,8 @@ def train(hp: dict, data_dir: str, checkpoint_dir: str, weights_file: str | None
     strategy = DETECTION_STRATEGIES.get(hp["strategy"]["type"])
     settings = strategy.resolve(hp["strategy"]["settings"], where=f"strategy '{hp['strategy']['name']}'")
     schedule = strategy.schedule(settings)
-    ckpt = Path(checkpoint_dir)
+    # absolute: Ultralytics puts a relative project folder under its own runs directory
+    ckpt = Path(checkpoint_dir).resolve()
     save_dir = ckpt / "train"
     last, best = save_dir / "weights" / "last.pt", save_dir / "weights" / "best.pt"
     sig, sig_file, done_file = signature(hp), ckpt / "signature.txt", ckpt / TRAINED
@@ -219,7 +220,7 @@ def run(hp: dict, data_dir: str, store_dir: str, out_dir: str, checkpoint_dir: s
     print(f"[detection] {hp['dataset']['name']} {hp['model']['name']} {hp['strategy']['name']} seed={hp['seed']}: "
           f"{store.meta['counts']} images, classes {store.classes}", file=sys.stderr, flush=True)
     done = train(hp, data_dir, checkpoint_dir, weights_file, callbacks)
-    ckpt = Path(checkpoint_dir)
+    ckpt = Path(checkpoint_dir).resolve()
     model = DETECTORS.get(hp["model"]["type"]).model_class()(done["weights"])
     scores = evaluate(hp, model, data_dir, store.classes, ckpt / "eval", done["device"])
     predictions = predict(hp, model, data_dir, store, done["device"])
