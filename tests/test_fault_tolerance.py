@@ -23,7 +23,7 @@ import torch
 
 from run_helpers import (PROFILES, assert_same_results, copy_workdir, downstream_of_training, finish,
                          job_process, mtimes, split_jobs, start_snakemake)
-from workflow_helpers import scheduled_jobs, snakemake, write_config
+from workflow_helpers import scheduled_jobs, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -164,15 +164,7 @@ def test_crash_of_snakemake_itself_resumes_after_unlock(killed, tmp_path):
 
 
 # -- failed jobs and the report ------------------------------------------------------------------
-TINY = {
-    "results": "results",
-    "seeds": [0],
-    "learning_rates": [0.001],
-    "datasets": {"synth_derm": {"options": {"n": 60, "size": 36}}},
-    "architectures": {"vgg_tiny": {"weights": {"type": "none"}}},
-    "strategies": {"ft": {}, "lp": {}, "l2_sp": {"alpha": 0.01, "beta": 0.01}},
-    "training": {"epochs": 1, "batch_size": 16, "patience": 1},
-}
+TINY = tiny_config({"ft": {}, "lp": {}, "l2_sp": {"alpha": 0.01, "beta": 0.01}})
 
 
 def tiny_run(strategy: str, seed: int = 0) -> str:

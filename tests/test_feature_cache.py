@@ -186,6 +186,25 @@ def test_a_checkpoint_that_cannot_be_written_is_an_error(make_net, make_context,
         trainer.fit()
 
 
+def test_checkpoint_interval_keeps_the_first_and_last_epochs(make_net, make_context, make_trainer, tiny_store,
+                                                             tmp_path, monkeypatch):
+    """On a GPU checkpoints are throttled (a fast epoch must not wait for a large write)."""
+    saved = []
+    original = Trainer._save
+
+    def spy(self, epoch, *args):
+        saved.append(epoch)
+        return original(self, epoch, *args)
+
+    monkeypatch.setattr(Trainer, "_save", spy)
+    strategy = STRATEGIES.get("ft")(make_context(make_net("resnet_tiny"), tiny_store))
+    trainer = make_trainer(strategy, tiny_store, epochs=4, checkpoint=tmp_path / "resume.ckpt")
+    trainer.s.checkpoint_interval_s = 3600
+    trainer.fit()
+    assert saved == [0, 3]
+    assert torch.load(tmp_path / "resume.ckpt", weights_only=False)["epoch"] == 3
+
+
 # -- what LP means for the network's modes ------------------------------------------------------------------------
 def test_frozen_backbone_epochs_put_everything_but_the_head_in_eval_mode(make_net, make_context):
     net = make_net("vgg_tiny", n_classes=3)

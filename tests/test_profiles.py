@@ -8,18 +8,9 @@ import pytest
 import yaml
 
 from run_helpers import PROFILES
-from workflow_helpers import REPO, snakemake, write_config
+from workflow_helpers import REPO, snakemake, tiny_config, write_config
 
-CONFIG = {
-    "results": "results",
-    "seeds": [0],
-    "learning_rates": [0.001],
-    "datasets": {"synth_derm": {"options": {"n": 60, "size": 36}}},
-    "architectures": {"vgg_tiny": {"weights": {"type": "none"}}},
-    "strategies": {"ft": {}, "l2_sp": {"alpha": 0.01, "beta": 0.01}},
-    "training": {"epochs": 1, "batch_size": 16, "patience": 1},
-    "resources": {"train": {"threads": 2, "gpu": 1, "mem_mb": 1500, "runtime": 10}},
-}
+CONFIG = tiny_config(resources={"train": {"threads": 2, "gpu": 1, "mem_mb": 1500, "runtime": 10}})
 
 
 def job_resources(log: str, rule: str) -> list[dict[str, str]]:

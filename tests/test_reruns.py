@@ -9,19 +9,11 @@ import copy
 import pytest
 
 from run_helpers import downstream_of_training, split_jobs
-from workflow_helpers import scheduled_jobs, snakemake, write_config
+from workflow_helpers import scheduled_jobs, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
-BASE = {
-    "results": "results",
-    "seeds": [0],
-    "learning_rates": [0.001],
-    "datasets": {"synth_derm": {"options": {"n": 60, "size": 36}}},
-    "architectures": {"vgg_tiny": {"weights": {"type": "none"}}},
-    "strategies": {"ft": {}, "l2_sp": {"alpha": 0.01, "beta": 0.01}},
-    "training": {"epochs": 1, "batch_size": 16, "patience": 1},
-}
+BASE = tiny_config()
 
 # The same config as BASE, written by hand: comments, other key order, block instead of flow style,
 # other number spellings. Snakemake sees the parsed config, so nothing reruns.

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from run_helpers import PROFILES, assert_same_results, finish, start_snakemake
-from workflow_helpers import REPO, snakemake, write_config
+from workflow_helpers import REPO, snakemake, tiny_config, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -37,16 +37,7 @@ SLURM_ARGS = (
 )
 # The demo's classification part, small: one dataset, an architecture without pretraining, two
 # strategies, one learning rate, one seed, one epoch; training jobs ask for one GPU.
-CONFIG = {
-    "results": "results",
-    "seeds": [0],
-    "learning_rates": [0.001],
-    "datasets": {"synth_derm": {"options": {"n": 60, "size": 36}}},
-    "architectures": {"vgg_tiny": {"weights": {"type": "none"}}},
-    "strategies": {"ft": {}, "l2_sp": {"alpha": 0.01, "beta": 0.01}},
-    "training": {"epochs": 1, "batch_size": 16, "patience": 1},
-    "resources": {"train": {"threads": 1, "gpu": 1, "mem_mb": 1500, "runtime": 10}},
-}
+CONFIG = tiny_config(resources={"train": {"threads": 1, "gpu": 1, "mem_mb": 1500, "runtime": 10}})
 RUNS = [f"synth_derm/vgg_tiny/{s}/lr0.001/seed0" for s in CONFIG["strategies"]]
 
 

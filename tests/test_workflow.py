@@ -7,19 +7,11 @@ import json
 import pytest
 import yaml
 
-from workflow_helpers import REPO, scheduled_jobs, snakemake, write_config
+from workflow_helpers import REPO, scheduled_jobs, snakemake, tiny_config, write_config
 
 # A run small enough to finish in seconds: one dataset, one architecture without
 # pretraining, three strategies, one learning rate, one seed, one epoch.
-TINY = {
-    "results": "results",
-    "seeds": [0],
-    "learning_rates": [0.001],
-    "datasets": {"synth_derm": {"options": {"n": 60, "size": 36}}},
-    "architectures": {"vgg_tiny": {"weights": {"type": "none"}}},
-    "strategies": {"ft": {}, "lp": {}, "l2_sp": {"alpha": 0.01, "beta": 0.01}},
-    "training": {"epochs": 1, "batch_size": 16, "patience": 1},
-}
+TINY = tiny_config({"ft": {}, "lp": {}, "l2_sp": {"alpha": 0.01, "beta": 0.01}})
 
 
 def dry_run_error(tmp_path, config: dict) -> str:

@@ -38,3 +38,18 @@ def scheduled_jobs(workdir: Path, configfile: Path, *targets: str) -> list[tuple
         if wildcards and jobs:
             jobs[-1][1] = wildcards.group(1)
     return [tuple(job) for job in jobs]
+
+
+def tiny_config(strategies: dict | None = None, **overrides) -> dict:
+    """A run small enough to finish in seconds: one dataset, one architecture without pretraining,
+    one learning rate, one seed, one epoch (plus ``overrides`` of top-level sections)."""
+    config = {
+        "results": "results",
+        "seeds": [0],
+        "learning_rates": [0.001],
+        "datasets": {"synth_derm": {"options": {"n": 60, "size": 36}}},
+        "architectures": {"vgg_tiny": {"weights": {"type": "none"}}},
+        "strategies": strategies or {"ft": {}, "l2_sp": {"alpha": 0.01, "beta": 0.01}},
+        "training": {"epochs": 1, "batch_size": 16, "patience": 1},
+    }
+    return {**config, **overrides}
