@@ -21,6 +21,11 @@ from medtl.training.features import CachedFeatures, describe, uses_frozen_featur
 from medtl.training.trainer import LoopSettings, Trainer, predict, seed_everything
 
 
+#: on a GPU, checkpoints are written at most this often (plus the last epoch's): a killed job
+#: loses at most this much training; on a CPU after every epoch
+GPU_CHECKPOINT_INTERVAL_S = 120.0
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -104,6 +109,8 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
                         patience=int(training["patience"]), seed=int(hp["seed"]), monitor=monitor,
                         metrics=metric_names, eval_batch_size=int(training.get("eval_batch_size", 256)),
                         amp=bool(training.get("amp", True)),
+                        # a GPU epoch can take less time than writing its checkpoint (VGG-19 with Adam: 1.6 GB)
+                        checkpoint_interval_s=GPU_CHECKPOINT_INTERVAL_S if device.type == "cuda" else 0.0,
                         compile=bool(training.get("compile", False) if compile is None else compile))
     features = load_features(hp, store, features_file, strategy, device)
     print(f"[train] {hp['dataset']['name']} {hp['arch']['name']} {hp['strategy']['name']} lr={hp['lr']} "

@@ -44,6 +44,9 @@ class LoopSettings:
     amp: bool = False
     #: torch.compile the network's forward pass in training (evaluation stays eager: fewer graphs)
     compile: bool = False
+    #: write a checkpoint after an epoch only when the last one is at least this old (0: after every
+    #: epoch); the first and the last epoch's are always written
+    checkpoint_interval_s: float = 0.0
 
 
 @dataclass
@@ -136,6 +139,7 @@ class Trainer:
         self.pristine = True
         self._best: dict | None = None  # the best weights held by fit(), for _leave_pristine
         self._writer: threading.Thread | None = None
+        self._last_save: float | None = None
         self._writer_error: BaseException | None = None
 
     # -- one epoch -------------------------------------------------------------------------
@@ -239,7 +243,10 @@ class Trainer:
                 print(f"[train] epoch {epoch + 1}/{self.s.epochs} loss {train_loss:.4f} "
                       f"val {self.s.monitor} {score:.4f} trainable {trainable} "
                       f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
-                self._save(epoch, optimizer, scheduler, history, best, bad)
+                last = epoch == self.s.epochs - 1 or bad > self.s.patience
+                if last or self._last_save is None or \
+                        time.monotonic() - self._last_save >= self.s.checkpoint_interval_s:
+                    self._save(epoch, optimizer, scheduler, history, best, bad)
                 if bad > self.s.patience:
                     print(f"[train] early stop: no {self.s.monitor} gain for {bad} epochs", file=sys.stderr)
                     break
@@ -300,6 +307,7 @@ class Trainer:
         # Written in the background while the next epoch trains: a copy on the host now (training goes on
         # changing the tensors in place), the file later; one write at a time, joined before fit() returns.
         snapshot = host_copy(state)
+        self._last_save = time.monotonic()
         self._wait_for_writer()
         self._writer = threading.Thread(target=self._write, args=(snapshot,), name="checkpoint-writer")
         self._writer.start()
