@@ -18,7 +18,6 @@ killed prepare job never leaves something that loads.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,7 +27,7 @@ import pandas as pd
 
 from medtl.data.dense_registry import BOX_COLUMNS, DENSE_TASKS, DETECTION, SEGMENTATION
 from medtl.data.store import IMAGES, LABELS, META, SPLITS, StoreError
-from medtl.io import read_json, write_json
+from medtl.io import atomic_folder, read_json, write_json
 
 BOXES, MASKS = "boxes.csv", "masks.npy"
 TASK_FILE = {DETECTION: BOXES, SEGMENTATION: MASKS}
@@ -148,12 +147,8 @@ def write_dense_store(root: str | os.PathLike, task: str, n: int, size: int, cha
     detection), so a large source never sits in memory; ``boxes`` is the detection table.
     """
     root = Path(root)
-    tmp = root.with_name(f".{root.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     classes = list(meta["classes"])
-    try:
+    with atomic_folder(root) as tmp:
         images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(n, size, size, channels))
         masks = None
         if task == SEGMENTATION:
@@ -176,10 +171,4 @@ def write_dense_store(root: str | os.PathLike, task: str, n: int, size: int, cha
                        np.load(tmp / MASKS, mmap_mode="r") if task == SEGMENTATION else None, where=str(root))
         labels.to_csv(tmp / LABELS, index=False)
         write_json(tmp / META, meta)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return load_dense_store(root)

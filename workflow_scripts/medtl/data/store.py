@@ -14,7 +14,6 @@ Training never decodes an image file: the decode/resize/crop cost is paid once h
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from medtl.io import read_json, write_json
+from medtl.io import atomic_folder, read_json, write_json
 
 TASKS = ("binary", "multiclass", "multilabel")
 SPLITS = ("train", "val", "test")
@@ -106,12 +105,7 @@ def write_store(
     ``fill`` receives the writable (n, H, W, C) memmap and fills it in place, so
     datasets larger than memory never sit in RAM.
     """
-    root = Path(root)
-    tmp = root.with_name(f".{root.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(root) as tmp:
         arr = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(n, *size, channels))
         fill(arr)
         arr.flush()
@@ -122,12 +116,6 @@ def write_store(
         validate(np.load(tmp / IMAGES, mmap_mode="r"), labels, meta, where=str(root))
         labels.to_csv(tmp / LABELS, index=False)
         write_json(tmp / META, meta)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return load_store(root)
 
 

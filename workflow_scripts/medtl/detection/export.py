@@ -13,7 +13,6 @@ renamed, so a killed export leaves no folder that looks complete.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from PIL import Image
 
 from medtl.data.dense_store import DenseStore, load_dense_store
 from medtl.data.store import SPLITS
+from medtl.io import atomic_folder
 
 DATA_YAML = "data.yaml"
 
@@ -48,10 +48,7 @@ def yolo_lines(store: DenseStore, index: int) -> list[str]:
 def export_yolo(store_dir: str | os.PathLike, out_dir: str | os.PathLike, build_caches: bool = True) -> Path:
     store = load_dense_store(store_dir, task="detection")
     out = Path(out_dir).resolve()
-    tmp = out.with_name(f".{out.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_folder(out) as tmp:
         for split in SPLITS:
             (tmp / "images" / split).mkdir(parents=True)
             (tmp / "labels" / split).mkdir(parents=True)
@@ -65,12 +62,6 @@ def export_yolo(store_dir: str | os.PathLike, out_dir: str | os.PathLike, build_
                 "nc": len(store.classes), "names": dict(enumerate(store.classes)),
                 "channels": 3}  # Ultralytics reads grayscale PNGs as 3 equal channels
         (tmp / DATA_YAML).write_text(yaml.safe_dump(data, sort_keys=False))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if build_caches:
         build_label_caches(out / DATA_YAML)
     print(f"[export] {store.meta['name']}: {store.meta['counts']} images, {store.meta.get('box_counts')} boxes -> "
