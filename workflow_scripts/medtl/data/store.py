@@ -129,7 +129,8 @@ def decode_resize_crop(path: str | os.PathLike, resize: int, crop: int, channels
             img = img.convert("L" if channels == 1 else "RGB")
     except FileNotFoundError:
         raise StoreError(f"{path}: image file is missing") from None
-    except (UnidentifiedImageError, OSError) as err:
+    # ImportError: once Ultralytics is imported, PIL tries an optional HEIF plugin on unknown files
+    except (UnidentifiedImageError, OSError, ValueError, ImportError) as err:
         raise StoreError(f"{path}: cannot decode image ({err}); replace or remove it from the labels") from None
     img = TF.center_crop(TF.resize(img, resize, antialias=True), [crop, crop])
     arr = np.asarray(img, dtype=np.uint8)
