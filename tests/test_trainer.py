@@ -204,3 +204,66 @@ def test_a_failing_job_leaves_no_metrics_and_keeps_its_checkpoint(cxr_store, tmp
         run_job(hparams("ft", epochs=1), cxr_store, tmp_path, "job")
     assert not (tmp_path / "job" / "out" / "metrics.json").exists()
     assert (tmp_path / "job" / "resume.ckpt").exists()
+
+
+# -- early stopping and the frozen blocks' BatchNorm mode, through fit() --------------------------------------
+def _scripted_scores(monkeypatch, scores):
+    """Validation returns ``scores`` epoch after epoch (the monitored metric), whatever the network does."""
+    it = iter(scores)
+
+    def evaluate_epoch(self, epoch):
+        value = next(it)
+        return {self.s.monitor: value}, None
+
+    monkeypatch.setattr(Trainer, "evaluate_epoch", evaluate_epoch)
+    monkeypatch.setattr("medtl.metrics.per_class_auroc", lambda y, p: [])
+
+
+@pytest.mark.parametrize("patience, expected_epochs", [(5, 7), (2, 4), (1, 3), (0, 12)])
+def test_patience_counts_epochs_without_gain(patience, expected_epochs, monkeypatch, make_net, make_context,
+                                             tiny_store):
+    """patience 5 stops after the 5th epoch in a row without a gain (the authors' EarlyStopping:
+    num_bad_epochs >= patience), not the 6th; 0 never stops. Best epoch: the last gain."""
+    from conftest import trainer_for
+    from medtl.strategies import STRATEGIES
+
+    _scripted_scores(monkeypatch, [0.5, 0.6] + [0.55] * 10)
+    strategy = STRATEGIES.get("ft")(make_context(make_net("vgg_tiny"), tiny_store))
+    outcome = trainer_for(strategy, tiny_store, epochs=12, patience=patience, monitor="accuracy").fit()
+    assert outcome.epochs_run == expected_epochs
+    assert outcome.best_epoch == 1
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_frozen_bn_setting_through_fit(mode, make_net, tiny_store):
+    """training.frozen_bn: the BatchNorm statistics of blocks that G-LF keeps frozen stay fixed (eval) or
+    follow the data (train, as the authors' trainer calls model.train()); their weights never train."""
+    from conftest import context_for, trainer_for
+    from medtl.strategies import STRATEGIES
+
+    net = make_net("resnet_tiny")
+    ctx = context_for(net, tiny_store)
+    ctx.frozen_bn = mode
+    strategy = STRATEGIES.get("g_lf")(ctx, unfreeze_every=10)  # head only in these 2 epochs
+    stem = net.block_prefixes[0]
+    stats = {n: b.clone() for n, b in net.net.named_buffers()
+             if any(n.startswith(p + ".") for p in stem) and "running_mean" in n}
+    weights = {n: p.detach().clone() for n, p in net.net.named_parameters() if net.block_of(n) == 0}
+    assert stats and weights
+    trainer_for(strategy, tiny_store, epochs=2).fit()
+    moved = [n for n, b in net.net.named_buffers() if n in stats and not torch.equal(b, stats[n])]
+    assert bool(moved) == (mode == "train")
+    assert all(torch.equal(p, weights[n]) for n, p in net.net.named_parameters() if n in weights)
+
+
+def test_cached_features_only_with_frozen_bn_eval(make_net):
+    from conftest import context_for
+    from medtl.strategies import STRATEGIES
+    from medtl.training.features import backbone_frozen, uses_frozen_features
+
+    lp = STRATEGIES.get("lp")
+    assert uses_frozen_features(lp, {}, "eval") and not uses_frozen_features(lp, {}, "train")
+    ctx = context_for(make_net("resnet_tiny"))
+    ctx.frozen_bn = "train"
+    strategy = lp(ctx)
+    assert not uses_frozen_features(strategy) and not backbone_frozen(strategy, 0)

@@ -30,6 +30,9 @@ class Context:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: mode of the frozen blocks' BatchNorm and dropout: "eval" (statistics fixed, as linear probing
+    #: defines it) or "train" (statistics adapt: the first study's authors call model.train())
+    frozen_bn: str = "eval"
 
 
 class Strategy:
@@ -73,8 +76,11 @@ class Strategy:
             p.requires_grad_(blocks is None or is_head or block in blocks)
 
     def set_train_mode(self) -> None:
-        """Train mode, except for fully frozen blocks: their BatchNorm statistics and dropout stay fixed."""
+        """Train mode, except for fully frozen blocks: their BatchNorm statistics and dropout stay fixed
+        (``frozen_bn: eval``), or adapt like everything else (``frozen_bn: train``)."""
         self.net.train()
+        if self.ctx.frozen_bn == "train":
+            return
         frozen = {b for n, b, h, p in self.net.named_block_parameters()} - self._blocks_with_grad()
         for b in frozen:
             for m in self.net.block_modules(b):

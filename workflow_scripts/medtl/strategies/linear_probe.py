@@ -31,7 +31,7 @@ class FrozenBackboneStages:
 
     def set_train_mode(self) -> None:
         super().set_train_mode()
-        if self.backbone_frozen(getattr(self, "_epoch", 0)):
+        if self.ctx.frozen_bn == "eval" and self.backbone_frozen(getattr(self, "_epoch", 0)):
             self.net.eval()
             self.net.head_module().train()
 

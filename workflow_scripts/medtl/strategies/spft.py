@@ -1,15 +1,24 @@
-"""SPFT, staged progressive fine-tuning (the second study).
+"""SPFT, staged progressive fine-tuning (the second study, section II and Fig. 6).
 
-1. head-only stage for ``head_epochs``;
-2. progressive unfreezing of the top ``top_k`` backbone blocks (transformer layers
-   for a ViT), one more every ``unfreeze_every`` epochs, from the top down;
-3. class-aware loss weights from label counts, normalised to mean 1, refined after
-   each validation by the per-class AUC (weaker classes gain weight);
-4. EMA of the weights, which is what gets evaluated;
-5. AdamW with a lower encoder rate (``encoder_lr_ratio`` x lr) than the head's (lr),
-   cosine schedule, mixed precision on GPU; early stopping on validation AUROC.
+Stage 1 (``head_epochs`` epochs): the head alone trains, with the plain loss.
+Stage 2 (every later epoch):
 
-Each component can be switched off, which is how the ablation is expressed.
+- progressive unfreezing of the top ``top_k`` backbone blocks (transformer layers for a ViT),
+  one more every ``unfreeze_every`` epochs, from the top down;
+- class-aware loss weights (eq. 4-6): w_c = N_neg,c / N_pos,c, normalised to mean 1, multiplying
+  the whole per-class term of the loss, and refined after each validation by the per-class AUC
+  (weaker classes gain weight);
+- an EMA of the weights (eq. 7), which is what gets evaluated. It starts from the weights that
+  stage 1 left and its decay warms up with the number of updates (timm's ``ModelEmaV3``:
+  decay_t = min(ema_decay, 1 - (1 + t)^(-2/3))), so a short run never evaluates a network that
+  still holds most of its random starting head.
+
+Throughout: AdamW with a lower encoder rate (``encoder_lr_ratio`` x lr) than the head's (lr), a
+cosine schedule, mixed precision on GPU, early stopping on validation AUROC.
+``components_from: start`` applies class weights and EMA from the first epoch instead (the
+behaviour before the paper's two-stage reading was adopted). Each component can be switched off,
+which is how the ablation is expressed. Multi-class data (HAM10000) uses the same weights, one
+class against the rest, in a softmax cross-entropy: docs/fidelity.md says why.
 """
 from __future__ import annotations
 
@@ -17,20 +26,18 @@ import math
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from timm.utils.model_ema import ModelEmaV3
 
 from medtl.strategies.base import STRATEGIES, Strategy
 
 
 def count_weights(task: str, targets: np.ndarray) -> np.ndarray:
-    """Positive weights (multi-label: negatives/positives) or inverse class frequency, mean 1."""
+    """Eq. 4-5: w_c = N_neg,c / N_pos,c (a class absent from training counts one positive), mean 1.
+    The same for every task: for multi-class data, one class against the rest."""
     targets = np.asarray(targets, dtype=np.float64)
     pos = targets.sum(axis=0)
-    if task == "multilabel":
-        neg = len(targets) - pos
-        w = neg / np.maximum(pos, 1.0)
-    else:
-        w = len(targets) / (targets.shape[1] * np.maximum(pos, 1.0))
+    neg = len(targets) - pos
+    w = neg / np.maximum(pos, 1.0)
     return w / w.mean()
 
 
@@ -62,6 +69,7 @@ class SPFT(Strategy):
         "warmup_epochs": 0,
         "amp": True,
         "monitor": "auroc",
+        "components_from": "stage2",
     }
 
     positive_ints = ("unfreeze_every",)
@@ -72,6 +80,9 @@ class SPFT(Strategy):
         top_k = settings.get("top_k", cls.defaults["top_k"])
         if top_k != "all" and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
             problems.append(f"'top_k' must be 'all' or an integer of at least 0, got {top_k!r}")
+        start = settings.get("components_from", cls.defaults["components_from"])
+        if start not in ("stage2", "start"):
+            problems.append(f"'components_from' must be 'stage2' (the paper's Fig. 6) or 'start', got {start!r}")
         return problems
 
     def __init__(self, ctx, **settings):
@@ -80,8 +91,21 @@ class SPFT(Strategy):
         self.monitor = s["monitor"]
         self._weights = (count_weights(ctx.task, ctx.train_targets) if s["class_weights"]
                          else None)
-        self.ema = (AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(float(s["ema_decay"])),
-                                  use_buffers=True) if s["ema"] else None)
+        self.ema: ModelEmaV3 | None = None  # created at the first update of stage 2
+        self.ema_updates = 0
+        self._epoch = 0
+
+    def in_stage2(self, epoch: int) -> bool:
+        """Whether class weights, their refinement and the EMA act in ``epoch``."""
+        return self.settings["components_from"] == "start" or epoch >= int(self.settings["head_epochs"])
+
+    def on_epoch_start(self, epoch, optimizer, probe):
+        self._epoch = epoch
+        super().on_epoch_start(epoch, optimizer, probe)
+
+    def apply_freezing(self, epoch):
+        self._epoch = epoch
+        super().apply_freezing(epoch)
 
     def n_unfrozen(self, epoch: int) -> int:
         s = self.settings
@@ -119,16 +143,27 @@ class SPFT(Strategy):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def class_weights(self):
-        if self._weights is None:
+        if self._weights is None or not self.in_stage2(self._epoch):
             return None
         return torch.as_tensor(self._weights, dtype=torch.float32, device=self.ctx.device)
 
+    def _new_ema(self) -> ModelEmaV3:
+        return ModelEmaV3(self.net, decay=float(self.settings["ema_decay"]), use_warmup=True)
+
     def after_step(self):
-        if self.ema is not None:
-            self.ema.update_parameters(self.net)
+        if not self.settings["ema"] or not self.in_stage2(self._epoch):
+            return
+        if self.ema is None:
+            self.ema = self._new_ema()
+        self.ema_updates += 1
+        self.ema.update(self.net, step=self.ema_updates)  # the first update copies the network
+
+    def ema_decay_now(self) -> float | None:
+        """The decay the last EMA update used (None before the first)."""
+        return None if self.ema is None else self.ema.get_decay(self.ema_updates)
 
     def on_validation(self, epoch, per_class_auc):
-        if self._weights is not None:
+        if self._weights is not None and self.in_stage2(epoch):
             self._weights = refine_weights(self._weights, per_class_auc, float(self.settings["refine_gamma"]))
 
     def eval_model(self):
@@ -139,10 +174,13 @@ class SPFT(Strategy):
 
     def state_dict(self):
         return {"weights": None if self._weights is None else self._weights.tolist(),
-                "ema": None if self.ema is None else self.ema.state_dict()}
+                "ema": None if self.ema is None else self.ema.module.state_dict(),
+                "ema_updates": self.ema_updates}
 
     def load_state_dict(self, state):
         if state.get("weights") is not None:
             self._weights = np.asarray(state["weights"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
+        self.ema_updates = int(state.get("ema_updates", 0))
+        if self.settings["ema"] and state.get("ema") is not None:
+            self.ema = self._new_ema()
+            self.ema.module.load_state_dict(state["ema"])

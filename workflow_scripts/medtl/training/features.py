@@ -33,11 +33,15 @@ FEATURES_VERSION = 1
 
 
 # -- which strategies use them ----------------------------------------------------------------------
-def uses_frozen_features(strategy, settings: dict | None = None) -> bool:
+def uses_frozen_features(strategy, settings: dict | None = None, frozen_bn: str | None = None) -> bool:
     """Whether a strategy (class or instance) declares epochs that train only the head on a frozen
     backbone (class attribute ``frozen_backbone``), so that cached features can replace the backbone;
-    with ``settings``, whether a run with those settings has such an epoch (LP-FT with lp_epochs 0 has none)."""
-    if not getattr(strategy, "frozen_backbone", False):
+    with ``settings``, whether a run with those settings has such an epoch (LP-FT with lp_epochs 0 has none).
+    Only with the frozen blocks in eval mode (``training.frozen_bn: eval``, an instance's ``ctx.frozen_bn``):
+    with their BatchNorm statistics adapting, the head's input changes with every batch."""
+    ctx = getattr(strategy, "ctx", None)
+    mode = frozen_bn or (ctx.frozen_bn if ctx is not None else "eval")
+    if mode != "eval" or not getattr(strategy, "frozen_backbone", False):
         return False
     check = getattr(strategy, "freezes_backbone_with", None)
     return True if settings is None or check is None else bool(check(settings))

@@ -64,8 +64,10 @@ def seed_everything(seed: int) -> None:
 
 
 def task_loss(task: str, logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean loss; ``weights`` (one per class) multiply each class's whole term: the binary cross-entropy
+    of that class (multi-label, SPFT's eq. 6), or the cross-entropy of the images of that class."""
     if task == "multilabel":
-        return F.binary_cross_entropy_with_logits(logits, y, pos_weight=weights)
+        return F.binary_cross_entropy_with_logits(logits, y, weight=weights)
     return F.cross_entropy(logits, y.argmax(dim=1), weight=weights)
 
 
@@ -208,6 +210,11 @@ class Trainer:
         return M.compute(self.task, data.targets.numpy(), probs, self.s.metrics), probs
 
     # -- the loop ----------------------------------------------------------------------------
+    def stops(self, bad_epochs: int) -> bool:
+        """Early stopping: ``patience`` epochs in a row without a gain in the monitored metric end the run
+        (patience 5: after the 5th such epoch, as the authors' EarlyStopping does); patience 0 never stops."""
+        return self.s.patience > 0 and bad_epochs >= self.s.patience
+
     def fit(self, wait: bool = True) -> Outcome:
         """Train with early stopping; the evaluated model ends with the best epoch's weights.
 
@@ -221,11 +228,11 @@ class Trainer:
         best = state.get("best", {"score": -float("inf"), "epoch": -1, "weights": None})
         bad = state.get("bad_epochs", 0)
         start = state.get("epoch", -1) + 1
-        if start and start < self.s.epochs and bad <= self.s.patience:
+        if start and start < self.s.epochs and not self.stops(bad):
             print(f"[train] resumed from {self.checkpoint} after epoch {start - 1}", file=sys.stderr, flush=True)
         try:
             for epoch in range(start, self.s.epochs):
-                if bad > self.s.patience:
+                if self.stops(bad):
                     break
                 t0 = time.monotonic()
                 train_loss = self.run_epoch(epoch, optimizer, scheduler)
@@ -243,11 +250,11 @@ class Trainer:
                 print(f"[train] epoch {epoch + 1}/{self.s.epochs} loss {train_loss:.4f} "
                       f"val {self.s.monitor} {score:.4f} trainable {trainable} "
                       f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
-                last = epoch == self.s.epochs - 1 or bad > self.s.patience
+                last = epoch == self.s.epochs - 1 or self.stops(bad)
                 if last or self._last_save is None or \
                         time.monotonic() - self._last_save >= self.s.checkpoint_interval_s:
                     self._save(epoch, optimizer, scheduler, history, best, bad)
-                if bad > self.s.patience:
+                if self.stops(bad):
                     print(f"[train] early stop: no {self.s.monitor} gain for {bad} epochs", file=sys.stderr)
                     break
         except BaseException:
