@@ -9,7 +9,8 @@ def strategy_freezes_backbone(strategy):
     from medtl.training.features import uses_frozen_features
 
     entry = strategy_entry(strategy)
-    return uses_frozen_features(STRATEGIES.get(entry["type"]), entry["settings"])
+    return uses_frozen_features(STRATEGIES.get(entry["type"]), entry["settings"],
+                                config["training"].get("frozen_bn", "eval"))
 
 
 def features_files(dataset, arch):

@@ -162,7 +162,7 @@ def read(manifest: dict, options: dict) -> RawData:
 
 
 register_source("cholect50", DatasetSpec(
-    fetch=fetch, read=read, metrics=("map",), primary_metric="map",
+    fetch=fetch, read=read, metrics=("map", "auroc"), primary_metric="map",
     description="CholecT50 laparoscopic video frames, 6 instruments (multi-label), 6 frames per minute; "
                 "official video split.",
     license="CC BY-NC-SA 4.0", urls=(PAGE,),

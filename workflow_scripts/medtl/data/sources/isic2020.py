@@ -70,7 +70,7 @@ def read(manifest: dict, options: dict) -> RawData:
 
 
 register_source("isic2020", DatasetSpec(
-    fetch=fetch, read=read, metrics=("auroc",), primary_metric="auroc",
+    fetch=fetch, read=read, metrics=("auroc", "accuracy"), primary_metric="auroc",
     description="ISIC 2020 dermoscopy, melanoma vs benign, duplicates removed; patient-wise split.",
     license="CC BY-NC 4.0", urls=(PAGE, GROUND_TRUTH.url, DUPLICATES.url, IMAGES.url),
     options={"test_fraction": 0.2, "drop_duplicates": True, "raw_data": "raw"},

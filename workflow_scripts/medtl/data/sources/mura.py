@@ -23,7 +23,7 @@ import pandas as pd
 
 from medtl.data.registry import DatasetSpec, RawData
 from medtl.data.sources.common import (
-    LabelFileError, RemoteFile, SourceInfo, extract, find_file, label_table, manifest_root, obtain,
+    LabelFileError, RemoteFile, SourceInfo, extract, find_file, label_table, log, manifest_root, obtain,
     onehot, register_source,
 )
 
@@ -87,13 +87,19 @@ def read(manifest: dict, options: dict) -> RawData:
     first = table["image_id"].iloc[0]
     base = folder.parent if (folder.parent / first).exists() else None
     paths = [str(base / p) if base else str(folder.joinpath(*Path(p).parts[1:])) for p in table["image_id"]]
+    # the first study's Table 2 counts match patients, not images (CheXpert's 64,540 / 200 are its patient
+    # counts): printed so a user can compare (docs/fidelity.md)
+    patients = table.groupby("split")["group"].nunique()
+    log(manifest.get("dataset", "mura"), f"{part}: {len(table)} images; patients: {patients.get('train', 0)} train, {patients.get('test', 0)} "
+        f"official valid (used as test); the first study's Table 2 gives 2694/173 (shoulder), 3267/207 (wrist), "
+        f"587/132 (humerus)")
     out = label_table(table["split"], table["group"], table["image_id"], onehot(table["label"], CLASSES))
     return RawData(out, list(CLASSES), "binary", 1, paths=paths)
 
 
 for _name, _part in BODY_PARTS.items():
     register_source(_name, DatasetSpec(
-        fetch=make_fetch(_name, _part), read=read, metrics=("kappa", "accuracy", "auroc"), primary_metric="kappa",
+        fetch=make_fetch(_name, _part), read=read, metrics=("accuracy", "kappa"), primary_metric="accuracy",
         description=f"MURA v1.1 {_part[3:].lower()} radiographs, normal vs abnormal (study labels); "
                     "official validation set as test.",
         license="Stanford University MURA Dataset Research Use Agreement (non-commercial research)",
