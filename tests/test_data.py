@@ -182,6 +182,27 @@ def test_csv_table_reads_labels(tmp_path):
     assert raw.paths == [str((root / "a.png").resolve()), str((root / "b.png").resolve())]
 
 
+def test_csv_table_splits_whole_patients(tmp_path):
+    """Without a split column the test split is drawn by patient (group_column), and the validation carve
+    of prepare is too: no patient has images on two sides (100 patients of 4 images each)."""
+    from medtl.data.prepare import carve_validation
+
+    root = tmp_path / "raw"
+    root.mkdir()
+    rows = ["path,patient,x"] + [f"p{p:03d}_{i}.png,P{p:03d},{(p + i) % 2}" for p in range(100) for i in range(4)]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    raw = read_csv_table({"root": str(root)}, {"group_column": "patient", "label_columns": ["x"],
+                                               "test_fraction": 0.3})
+    table = carve_validation(raw.table, 0.2, 0)
+    sides = table.groupby("group")["split"].nunique()
+    assert (sides == 1).all(), f"patients on two sides: {sides[sides > 1].index.tolist()[:5]}"
+    counts = table.drop_duplicates("group")["split"].value_counts()
+    assert set(counts.index) == {"train", "val", "test"} and 15 <= counts["test"] <= 45
+    # without a group id each image is its own unit, hashed by its file
+    raw = read_csv_table({"root": str(root)}, {"group_column": "none", "label_columns": ["x"], "test_fraction": 0.3})
+    assert raw.table.groupby(raw.table["image_id"].str[:4])["split"].nunique().max() == 2
+
+
 def test_csv_table_class_name_column(tmp_path):
     root = _csv_folder(tmp_path, "path,label\na.png,cat\nb.png,dog\n")
     raw = read_csv_table({"root": str(root)}, {"task": "multiclass", "label_columns": ["label"]})

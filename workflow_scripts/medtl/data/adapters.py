@@ -66,14 +66,15 @@ def read_csv_table(manifest: dict, options: dict) -> RawData:
             bad = onehot.columns[~onehot.isin([0, 1]).all()].tolist()
             raise LabelFileError(f"{csv}: label columns {bad} hold values other than 0 and 1")
         onehot = onehot.astype(int)
+    group = table[group_col].astype(str).str.strip() if group_col in table.columns else pd.Series("", index=table.index)
     if split_col in table.columns:
         split = table[split_col].str.strip().str.lower().replace({"valid": "val", "validation": "val"})
     else:
-        split = pd.Series(np.where(_hash_fraction(table[path_col]) < float(options.get("test_fraction", 0.2)),
+        # whole patients to one side: the hash is of the group id where there is one, of the file otherwise
+        key = group.where(group != "", "path:" + table[path_col].astype(str))
+        split = pd.Series(np.where(_hash_fraction(key) < float(options.get("test_fraction", 0.2)),
                                    "test", "train"), index=table.index)
-    out = pd.DataFrame({"split": split,
-                        "group": table[group_col] if group_col in table.columns else "",
-                        "image_id": table[path_col]})
+    out = pd.DataFrame({"split": split, "group": group, "image_id": table[path_col]})
     out = pd.concat([out, onehot], axis=1)
     paths = [str((root / p).resolve()) for p in table[path_col]]
     return RawData(out, classes, task, int(options.get("channels", 3)), paths=paths)
