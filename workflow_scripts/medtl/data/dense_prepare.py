@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtl.data.dense_registry import BOX_COLUMNS, DENSE_DATASETS, DETECTION, DenseRaw
+from medtl.data.dense_registry import BOX_COLUMNS, DENSE_DATASETS, DETECTION, DenseRaw, MaskArray
 from medtl.data.dense_store import DenseStore, write_dense_store
+from medtl.data.imageio import image_size, open_image
 from medtl.data.prepare import carve_validation
-from medtl.data.store import StoreError
 from medtl.io import read_json
 
 
@@ -47,47 +47,25 @@ class Letterbox:
         return out
 
 
-def _open(path: str, mode: str):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert(mode) if img.mode != mode else img.copy()
-    except FileNotFoundError:
-        raise StoreError(f"{path}: file is missing") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise StoreError(f"{path}: cannot decode ({err})") from None
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except FileNotFoundError:
-        raise StoreError(f"{path}: image file is missing") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise StoreError(f"{path}: cannot decode image ({err}); replace or remove it") from None
-
-
 def letterbox_image(path: str, box: Letterbox, size: int, channels: int) -> np.ndarray:
     from PIL import Image
 
-    img = _open(path, "L" if channels == 1 else "RGB").resize((box.width, box.height), Image.BILINEAR)
+    img = open_image(path, "L" if channels == 1 else "RGB").resize((box.width, box.height), Image.BILINEAR)
     out = np.zeros((size, size, channels), np.uint8)
     arr = np.asarray(img, dtype=np.uint8)
     out[box.pad_y:box.pad_y + box.height, box.pad_x:box.pad_x + box.width] = arr[..., None] if channels == 1 else arr
     return out
 
 
-def letterbox_mask(path: str, box: Letterbox, size: int, source_size: tuple[int, int]) -> np.ndarray:
-    """0/1 mask aligned with :func:`letterbox_image`; foreground is any non-zero pixel."""
+def letterbox_mask(mask: str | MaskArray, box: Letterbox, size: int, source_size: tuple[int, int]) -> np.ndarray:
+    """0/1 mask aligned with :func:`letterbox_image`; foreground is any non-zero pixel.
+    ``mask`` is a mask file or a :class:`MaskArray`."""
     from PIL import Image
 
-    img = _open(path, "L")
+    if isinstance(mask, MaskArray):
+        img = Image.fromarray((np.asarray(mask.array()) > 0).astype(np.uint8) * 255)
+    else:
+        img = open_image(mask, "L")
     if img.size != source_size:  # some sources store masks at another resolution than the image
         img = img.resize(source_size, Image.NEAREST)
     img = img.point(lambda v: 255 if v > 0 else 0)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
+import numpy as np
 import pandas as pd
 
 from medtl.registry import Registry
@@ -18,6 +19,14 @@ from medtl.registry import Registry
 DETECTION, SEGMENTATION = "detection", "segmentation"
 DENSE_TASKS = (DETECTION, SEGMENTATION)
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
+
+
+@runtime_checkable
+class MaskArray(Protocol):
+    """A mask that is not a file (e.g. CheXmask's run-length encoding): ``array()`` decodes it to a
+    2-D array, non-zero = foreground, at the source image's resolution."""
+
+    def array(self) -> np.ndarray: ...
 
 
 @dataclass
@@ -32,8 +41,9 @@ class DenseRaw:
     detection:    ``boxes`` has ``row`` (position in ``table``), ``class`` (a name of
                   ``classes``) and x1, y1, x2, y2 as fractions of the source image's width and
                   height, so they stay valid whatever size the image file has.
-    segmentation: ``masks[row][k]`` is the binary mask file of structure k, or None where that
-                  structure is not annotated (then it is neither trained on nor scored).
+    segmentation: ``masks[row][k]`` is structure k's mask: a binary mask file, a
+                  :class:`MaskArray` (a mask kept encoded, decoded only when prepared), or None
+                  where that structure is not annotated (then it is neither trained on nor scored).
     """
     table: pd.DataFrame
     paths: list[str]
@@ -41,7 +51,7 @@ class DenseRaw:
     task: str
     channels: int
     boxes: pd.DataFrame | None = None
-    masks: list[list[str | None]] | None = None
+    masks: list[list[str | MaskArray | None]] | None = None
 
 
 @dataclass(frozen=True)
