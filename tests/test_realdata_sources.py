@@ -1,7 +1,7 @@
 """Real data from ../shared/data through the same adapters and parsers as the studies' sources:
 MedMNIST .npz files (official and not), a histology image folder, a brain-MRI folder with
-spaces in file names and its labels.csv, and NIH ChestX-ray14 boxes. Each test skips when
-its folder is absent."""
+spaces in file names and its labels.csv; NIH ChestX-ray14 boxes and real lung and heart masks
+through the dense sources. Each test skips when its folder is absent."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from medtl.data import DATASETS
 from medtl.data.download import ChecksumError
 from medtl.data.prepare import prepare
-from medtl.data.sources.chestxray14 import read_bbox_list
 from medtl.io import write_json
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -109,20 +109,66 @@ def test_brain_mri_folder_through_image_folder(tmp_path):
     assert all(Path(p).exists() for p in raw.paths)
 
 
-# -- ChestX-ray14 boxes ---------------------------------------------------------------------------
-def test_nih_bbox_list_through_the_box_csv_parser():
+# -- dense sources: NIH ChestX-ray14 boxes, CheXmask-encoded lung and heart masks --------------------
+def dense(kind: str, task: str, options: dict, tmp_path: Path, size: int):
+    from medtl.data import DENSE_DATASETS
+    from medtl.data.dense_prepare import prepare_dense
+
+    spec = DENSE_DATASETS.get(kind)
+    manifest = spec.fetch(tmp_path / "raw", {**spec.options, "raw_data": str(tmp_path / "archives"), **options})
+    write_json(tmp_path / "raw" / "manifest.json", manifest)
+    entry = {"type": kind, "options": options, "val_fraction": 0.2, "split_seed": 0}
+    return prepare_dense(kind, task, entry, str(tmp_path / "raw" / "manifest.json"), size, str(tmp_path / "store"))
+
+
+def test_nih_cxr14_bbox_source_on_the_real_box_file(tmp_path):
+    """The real BBox_List_2017.csv (malformed header, 1024 px coordinates) and the 880 images at 256 px:
+    every box, at the place the YOLO labels derived from the same file give, patients on one side."""
     root = need("nih_cxr14_bbox")
-    boxes = read_bbox_list(root / "BBox_List_2017.csv", root / "thumb256" / "images", scale=0.25)
-    assert len(boxes) == 984 and boxes["image_id"].nunique() == 880
-    assert sorted(boxes["class"].unique()) == (root / "classes.txt").read_text().split()
-    assert boxes[["x1", "y1"]].min().min() >= 0 and boxes[["x2", "y2"]].max().max() <= 256 + 1
-    assert all(Path(p).exists() for p in boxes["image"].unique())
-    # agree with the YOLO labels derived from the same file (class xc yc w h, normalised)
+    store = dense("nih_cxr14_bbox", "detection", {"root": str(root), "images": "thumb256/images"}, tmp_path, 256)
     classes = (root / "classes.txt").read_text().split()
-    for image_id in sorted(boxes["image_id"].unique())[:20]:
-        yolo = np.loadtxt(root / "thumb256" / "labels" / f"{image_id}.txt", ndmin=2)
-        ours = boxes[boxes["image_id"] == image_id]
+    assert store.classes == classes and len(store.labels) == 880 and len(store.boxes) == 984
+    assert store.meta["box_counts"] == {"Atelectasis": 180, "Cardiomegaly": 146, "Effusion": 153, "Infiltrate": 123,
+                                        "Mass": 85, "Nodule": 79, "Pneumonia": 120, "Pneumothorax": 98}
+    assert store.labels.groupby("group")["split"].nunique().max() == 1
+    assert set(store.meta["counts"]) == {"train", "val", "test"} and min(store.meta["counts"].values()) > 100
+    for image_id in sorted(store.labels["image_id"])[:20]:
+        yolo = np.loadtxt(root / "thumb256" / "labels" / f"{Path(image_id).stem}.txt", ndmin=2)
+        index = int(store.labels.loc[store.labels["image_id"] == image_id, "index"].iloc[0])
+        ours = store.boxes[store.boxes["index"] == index]
         mine = np.array([[classes.index(r["class"]), (r.x1 + r.x2) / 512, (r.y1 + r.y2) / 512,
                           (r.x2 - r.x1) / 256, (r.y2 - r.y1) / 256] for _, r in ours.iterrows()])
         key = lambda a: a[np.lexsort(a.T[::-1])]  # noqa: E731
         np.testing.assert_allclose(key(mine), key(yolo), atol=2e-3)
+
+
+def test_chexmask_encoding_of_real_lung_and_heart_masks_matches_the_mask_files(tmp_path):
+    """Real heart and lung masks of 12 radiographs (mixed sizes and modes) encoded as CheXmask encodes
+    them, read by the chexmask source: the same store, pixel for pixel, as mask_folder makes from the files."""
+    root = need("cxr_covid_seg")
+    index = pd.read_csv(root / "anatomy_masks" / "index.csv", dtype=str, keep_default_na=False).iloc[:12]
+    columns = {"heart": "heart_mask", "left_lung": "left_lung_mask", "right_lung": "right_lung_mask"}
+    chexmask_columns = {"Heart": "heart_mask", "Left Lung": "left_lung_mask", "Right Lung": "right_lung_mask"}
+    rows = []
+    for _, r in index.iterrows():
+        row = {"Image Index": Path(r["image"]).name, "Dice RCA (Mean)": 0.9, "Height": int(r["height"]),
+               "Width": int(r["width"])}
+        for name, col in chexmask_columns.items():
+            mask = np.asarray(Image.open(root / r[col]).convert("L")) > 0 if r[col] else None
+            if mask is not None:   # CheXmask's get_RLE_from_mask: 1-based runs, row by row
+                pixels = np.concatenate([[0], mask.ravel().astype(np.uint8), [0]])
+                runs = np.flatnonzero(pixels[1:] != pixels[:-1]) + 1
+                runs[1::2] -= runs[::2]
+            row[name] = " ".join(map(str, runs)) if mask is not None else ""
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(tmp_path / "ChestX-Ray8.csv", index=False)
+    index.to_csv(tmp_path / "index.csv", index=False)
+    ours = dense("chexmask", "segmentation", {"images": "chestxray14", "csv": str(tmp_path / "ChestX-Ray8.csv"),
+                                              "image_root": str(root / "images")}, tmp_path / "a", 64)
+    files = dense("mask_folder", "segmentation", {"root": str(root), "index": str(tmp_path / "index.csv"),
+                                                  "structures": columns}, tmp_path / "b", 64)
+    assert ours.classes == files.classes == list(columns) and len(ours.labels) == 12
+    order = [int(files.labels.loc[files.labels["image_id"].map(lambda p: Path(p).name) == i, "index"].iloc[0])
+             for i in ours.labels["image_id"]]
+    assert np.array_equal(ours.masks, files.masks[order]) and np.array_equal(ours.images, files.images[order])
+    assert ours.masks.mean(axis=(0, 2, 3)).min() > 0.02   # the masks are there, not all zero

@@ -23,8 +23,8 @@ from medtl.data import DATASETS
 from medtl.data.adapters import LabelFileError
 from medtl.data.download import ChecksumError
 from medtl.data.prepare import prepare
-from medtl.data.sources import SOURCES, read_boxes
-from medtl.data.sources.common import ArchiveError, DetectionDatasetError, ManualDownloadError
+from medtl.data.sources import SOURCES
+from medtl.data.sources.common import ArchiveError, ManualDownloadError
 from medtl.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -505,85 +505,6 @@ def test_ham10000_unreachable_dataverse_gives_the_manual_step(server, tmp_path, 
     assert str((raw_data / "ham10000").resolve()) in msg
 
 
-# -- VinDr-CXR (detection) ------------------------------------------------------------------------
-def test_vindr_cxr_boxes_and_refusal_as_classification(tmp_path, raw_data):
-    train = ("image_id,rad_id,class_name,x_min,y_min,x_max,y_max\n"
-             "000434271f63a053c4128a0ba6352c7f,R2,No finding,,,,\n"
-             "9a5094b2563a1ef3ff50dc5c7ff71345,R10,Cardiomegaly,691.0,1375.0,1653.0,1831.0\n"
-             "9a5094b2563a1ef3ff50dc5c7ff71345,R9,Aortic enlargement,1264.0,743.0,1611.0,1019.0\n")
-    test = ("image_id,class_name,x_min,y_min,x_max,y_max\n"
-            "002a34c58c5b758217ed1f584ccbcfe9,Nodule/Mass,100.5,200.0,160.0,260.0\n")
-    make_zip(raw_data / "vindr_cxr" / "vindr-cxr-1.0.0.zip", {
-        "vindr-cxr/1.0.0/annotations/annotations_train.csv": train,
-        "vindr-cxr/1.0.0/annotations/annotations_test.csv": test,
-        "vindr-cxr/1.0.0/annotations/image_labels_train.csv": "image_id,rad_id,Cardiomegaly\n",
-        "vindr-cxr/1.0.0/train/9a5094b2563a1ef3ff50dc5c7ff71345.dicom": b"DICM",
-        "vindr-cxr/1.0.0/train/000434271f63a053c4128a0ba6352c7f.dicom": b"DICM",
-        "vindr-cxr/1.0.0/test/002a34c58c5b758217ed1f584ccbcfe9.dicom": b"DICM"})
-    manifest_file = fetch("vindr_cxr", tmp_path, {"raw_data": str(raw_data)})
-    boxes = read_boxes("vindr_cxr", json.loads(manifest_file.read_text()), {})
-    assert list(boxes.columns[:8]) == ["image", "image_id", "class", "x1", "y1", "x2", "y2", "split"]
-    assert len(boxes) == 4 and boxes["split"].tolist() == ["train", "train", "train", "test"]
-    assert boxes.loc[0, "class"] == "" and np.isnan(boxes.loc[0, "x1"])   # a negative image is kept
-    assert boxes.loc[1, ["x1", "y1", "x2", "y2"]].tolist() == [691.0, 1375.0, 1653.0, 1831.0]
-    assert all(Path(p).exists() for p in boxes["image"])
-    with pytest.raises(DetectionDatasetError, match="'vindr_cxr' is a detection dataset"):
-        prepare("vindr_cxr", {"type": "vindr_cxr", "options": {}}, str(manifest_file), 16, 16,
-                str(tmp_path / "store"))
-
-
-def test_vindr_cxr_needs_credentialed_download(tmp_path, raw_data):
-    with pytest.raises(ManualDownloadError) as err:
-        fetch("vindr_cxr", tmp_path, {"raw_data": str(raw_data)})
-    msg = str(err.value)
-    assert "https://physionet.org/content/vindr-cxr/1.0.0/" in msg and "'vindr-cxr-1.0.0.zip'" in msg
-    assert str((raw_data / "vindr_cxr").resolve()) in msg
-
-
-# -- TBX11K (detection) ---------------------------------------------------------------------------
-VOC = """<annotation><folder>tb</folder><filename>{name}</filename>
-<size><width>512</width><height>512</height><depth>3</depth></size>{objects}</annotation>"""
-OBJ = ("<object><name>{cls}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
-       "</bndbox></object>")
-
-
-def tbx11k_zip(path: Path, broken_xml: bool = False) -> Path:
-    objects = OBJ.format(cls="ActiveTuberculosis", x1=50, y1=60, x2=150, y2=200) + \
-        OBJ.format(cls="ObsoletePulmonaryTuberculosis", x1=300, y1=80, x2=360, y2=140)
-    files = {
-        "TBX11K/imgs/tb/tb0003.png": png(90), "TBX11K/imgs/tb/tb0004.png": png(95),
-        "TBX11K/imgs/health/h0001.png": png(100), "TBX11K/imgs/sick/s0001.png": png(110),
-        "TBX11K/annotations/xml/tb0003.xml": VOC.format(name="tb0003.png", objects=objects),
-        "TBX11K/annotations/xml/tb0004.xml": ("<annotation><object>" if broken_xml else
-                                              VOC.format(name="tb0004.png", objects=OBJ.format(
-                                                  cls="ActiveTuberculosis", x1=1, y1=2, x2=3, y2=4))),
-        "TBX11K/annotations/json/TBX11K_train.json": "{}",
-        "TBX11K/lists/TBX11K_train.txt": "tb/tb0003.png\nhealth/h0001.png\n",
-        "TBX11K/lists/TBX11K_val.txt": "tb/tb0004.png\nsick/s0001.png\n",
-    }
-    return make_zip(path, files)
-
-
-def test_tbx11k_boxes_from_voc_xml(tmp_path, raw_data):
-    tbx11k_zip(raw_data / "tbx11k" / "TBX11K.zip")
-    manifest = json.loads(fetch("tbx11k", tmp_path, {"raw_data": str(raw_data)}).read_text())
-    boxes = read_boxes("tbx11k", manifest, {})
-    assert boxes.groupby("split").size().to_dict() == {"train": 3, "val": 2}
-    tb = boxes[boxes["image_id"] == "tb/tb0003.png"]
-    assert tb["class"].tolist() == ["ActiveTuberculosis", "ObsoletePulmonaryTuberculosis"]
-    assert tb[["x1", "y1", "x2", "y2"]].iloc[0].tolist() == [50, 60, 150, 200]
-    assert boxes.loc[boxes["image_id"] == "health/h0001.png", "class"].tolist() == [""]
-    with pytest.raises(DetectionDatasetError, match="read_boxes"):
-        DATASETS.get("tbx11k").read(manifest, {})
-
-
-def test_tbx11k_malformed_xml_is_named(tmp_path, raw_data):
-    tbx11k_zip(raw_data / "tbx11k" / "TBX11K.zip", broken_xml=True)
-    manifest = json.loads(fetch("tbx11k", tmp_path, {"raw_data": str(raw_data)}).read_text())
-    with pytest.raises(LabelFileError, match=r"tb0004\.xml: malformed annotation XML"):
-        read_boxes("tbx11k", manifest, {})
-
-
 # -- MedMNIST -------------------------------------------------------------------------------------
 def medmnist_npz(rgb: bool = False, multilabel: bool = False, n=(20, 6, 8), classes: int = 2) -> bytes:
     rng = np.random.default_rng(3)
@@ -637,10 +558,18 @@ def test_medmnist_npz_wrong_layout_and_corrupt_file_are_named(tmp_path):
 
 
 # -- the registry and its documentation -----------------------------------------------------------
+# the dense sources (vindr_cxr, tbx11k, nih_cxr14_bbox, chexmask) are in test_dense_sources.py
 STUDY_DATASETS = ["chexpert", "mura_shoulder", "mura_wrist", "mura_humerus", "brain_tumor_mri", "bach", "isic2020",
-                  "cholect50", "chestxray14", "ham10000", "vindr_cxr", "tbx11k", "pneumoniamnist", "breastmnist",
+                  "cholect50", "chestxray14", "ham10000", "pneumoniamnist", "breastmnist",
                   "retinamnist", "dermamnist", "bloodmnist", "organamnist", "pathmnist", "chestmnist", "octmnist",
                   "tissuemnist", "organcmnist", "organsmnist", "medmnist_npz"]
+
+
+def test_box_and_mask_sources_are_not_classification_datasets():
+    from medtl.data import DENSE_DATASETS
+
+    for name in ("vindr_cxr", "tbx11k", "nih_cxr14_bbox", "chexmask"):
+        assert name in DENSE_DATASETS and name not in DATASETS and name not in SOURCES
 
 
 @pytest.mark.parametrize("name", STUDY_DATASETS)

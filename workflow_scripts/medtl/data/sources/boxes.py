@@ -1,110 +1,110 @@
-"""Bounding-box tables of the detection sources (VinDr-CXR, TBX11K, ChestX-ray14's box list).
-
-Every reader returns one :class:`pandas.DataFrame` with the columns of ``BOX_COLUMNS``:
-
-    image     absolute path of the image file (DICOM for VinDr-CXR, PNG otherwise)
-    image_id  the source's image id
-    class     finding name; "" for an image without any box (kept, so negatives are not lost)
-    x1, y1, x2, y2   pixel corners in the source image (NaN for an image without boxes)
-    split     train / val / test
-
-plus source-specific extras (e.g. ``rad_id`` for VinDr-CXR). The detection stage (built
-separately) turns this into its own dense store; the classification stage never reads it.
+"""Boxes of the detection sources (VinDr-CXR, TBX11K, NIH ChestX-ray14): from each source's
+pixel corners to the dense registry's :class:`DenseRaw`, and the fusion of the boxes that
+several readers (radiologists) drew on one image.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from medtl.data.sources.common import LabelFileError
+from medtl.data.adapters import LabelFileError
+from medtl.data.dense_adapters import _subset
+from medtl.data.dense_registry import BOX_COLUMNS, DETECTION, DenseRaw
 
-BOX_COLUMNS = ["image", "image_id", "class", "x1", "y1", "x2", "y2", "split"]
-BOX_READERS: dict[str, Callable[[dict, dict], pd.DataFrame]] = {}
-
-
-def register_boxes(name: str):
-    def add(fn):
-        BOX_READERS[name] = fn
-        return fn
-    return add
+IMAGE_COLUMNS = ("image", "image_id", "split", "group", "width", "height")
 
 
-def read_boxes(dataset_type: str, manifest: dict, options: dict) -> pd.DataFrame:
-    """The box table of a registered detection source, by its registry name."""
-    if dataset_type not in BOX_READERS:
-        raise KeyError(f"'{dataset_type}' has no box reader; known: {', '.join(sorted(BOX_READERS))}")
-    return BOX_READERS[dataset_type](manifest, options)
+def subset(images: pd.DataFrame, limit) -> pd.DataFrame:
+    """A stable subset of ``limit`` images (all when unset), the same rule as the dense adapters'."""
+    images = images.reset_index(drop=True)
+    return images.iloc[_subset(list(images["image_id"].astype(str)), limit)].reset_index(drop=True)
 
 
-def validate_boxes(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Check the shared columns and the box geometry; return the table with columns in order."""
-    missing = [c for c in BOX_COLUMNS if c not in df.columns]
+def box_raw(images: pd.DataFrame, boxes: pd.DataFrame, classes: Sequence[str], where: str,
+            channels: int = 1) -> DenseRaw:
+    """``images``: one row per image with ``image`` (file), ``image_id``, ``split``, ``group`` and the
+    ``width`` and ``height`` of the space its box coordinates are in. ``boxes``: ``image_id``,
+    ``class`` and pixel corners x1, y1, x2, y2; boxes of other images are ignored, boxes are
+    clipped to their image, and an image without boxes stays as a negative."""
+    missing = [c for c in IMAGE_COLUMNS if c not in images.columns]
     if missing:
-        raise LabelFileError(f"{where}: box table lacks columns {missing}")
-    coords = df[["x1", "y1", "x2", "y2"]]
-    has_box = coords.notna().all(axis=1)
-    partial = coords.notna().any(axis=1) & ~has_box
-    bad = partial | (has_box & ((df["x2"] < df["x1"]) | (df["y2"] < df["y1"])))
+        raise ValueError(f"{where}: image table lacks {missing}")
+    images = images.reset_index(drop=True)
+    unknown = sorted(set(boxes["class"]) - set(classes))
+    if unknown:
+        raise LabelFileError(f"{where}: box classes {unknown} outside {list(classes)}")
+    xy = boxes[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(xy).all(axis=1) | (xy[:, 2] < xy[:, 0]) | (xy[:, 3] < xy[:, 1])
     if bad.any():
-        row = df[bad].iloc[0]
-        raise LabelFileError(f"{where}: invalid box for image '{row['image_id']}' "
-                             f"({row['x1']}, {row['y1']}, {row['x2']}, {row['y2']}): need x1<=x2, y1<=y2")
-    extra = [c for c in df.columns if c not in BOX_COLUMNS]
-    return df[BOX_COLUMNS + extra].reset_index(drop=True)
+        row = boxes[bad].iloc[0]
+        raise LabelFileError(f"{where}: invalid box on image '{row['image_id']}' "
+                             f"({row['x1']}, {row['y1']}, {row['x2']}, {row['y2']}): need x1 <= x2 and y1 <= y2")
+    row_of = pd.Series(np.arange(len(images)), index=images["image_id"].astype(str))
+    boxes = boxes[boxes["image_id"].astype(str).isin(row_of.index)]
+    rows = row_of.loc[boxes["image_id"].astype(str)].to_numpy()
+    size = images[["width", "height", "width", "height"]].to_numpy(dtype=np.float64)[rows]
+    fractions = np.clip(boxes[list(BOX_COLUMNS)].to_numpy(dtype=np.float64) / np.maximum(size, 1), 0.0, 1.0)
+    out = pd.DataFrame(fractions, columns=list(BOX_COLUMNS))
+    out.insert(0, "class", boxes["class"].astype(str).to_numpy())
+    out.insert(0, "row", rows)
+    table = pd.DataFrame({"split": images["split"].to_numpy(), "group": images["group"].astype(str).to_numpy(),
+                          "image_id": images["image_id"].astype(str).to_numpy()})
+    return DenseRaw(table=table, paths=[str(p) for p in images["image"]], classes=list(classes), task=DETECTION,
+                    channels=channels, boxes=out.sort_values("row", kind="stable").reset_index(drop=True))
 
 
-def _numeric(series: pd.Series, csv: Path, column) -> pd.Series:
-    values = pd.to_numeric(series, errors="coerce")
-    bad = values.isna() & series.notna() & (series.astype(str).str.strip() != "")
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise LabelFileError(f"{csv}: column {column!r} holds {series.iloc[i]!r} (data row {i + 1}); "
-                             "box coordinates must be numbers")
-    return values
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
 
 
-def read_box_csv(csv: str | Path, *, image_dir: str | Path | None = None,
-                 columns: Sequence = ("image", "class", "x1", "y1", "x2", "y2"), box_format: str = "xyxy",
-                 scale: float = 1.0, header_rows: int | None = None, split: str = "train",
-                 image_suffix: str = "") -> pd.DataFrame:
-    """A CSV of one box per row -> box table.
+def weighted_boxes_fusion(boxes: np.ndarray, readers: Sequence, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse the boxes (n, 4: x1, y1, x2, y2) that ``readers`` drew for one class on one image.
 
-    ``columns`` names (or, with ``header_rows``, gives the positions of) the image, class and
-    four coordinate columns; ``box_format`` is ``xyxy`` (corners) or ``xywh`` (corner + size).
-    ``split`` is a split name for every row, or the name of a column holding it.
+    Weighted boxes fusion (Solovyev, Wang & Gabruseva, Image Vis. Comput. 2021), as the
+    ``ensemble-boxes`` package runs it, with every box at confidence 1: boxes are taken in order;
+    each joins the cluster whose fused box it overlaps most, if that IoU is above ``iou_thr``,
+    else starts a cluster; a cluster's fused box is the confidence-weighted mean of its boxes,
+    here their plain mean. Returns the fused boxes and, for each, how many distinct readers
+    drew a box of it (WBF's confidence rescaling, readers in cluster / readers of the image).
     """
-    csv = Path(csv)
-    try:
-        if header_rows is not None:
-            raw = pd.read_csv(csv, header=None, skiprows=header_rows, dtype=str, keep_default_na=False,
-                              usecols=list(columns))
-            raw.columns = ["image", "class", "a", "b", "c", "d"]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    members: list[list[int]] = []
+    fused = np.empty((0, 4))
+    for i, box in enumerate(boxes):
+        ious = _iou(box, fused) if len(fused) else np.empty(0)
+        best = int(np.argmax(ious)) if len(ious) else -1
+        if best < 0 or ious[best] <= iou_thr:
+            members.append([i])
+            fused = np.vstack([fused, box])
         else:
-            raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise LabelFileError(f"{csv}: box file is missing") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
-        raise LabelFileError(f"{csv}: malformed box file ({err})") from None
-    if header_rows is None:
-        absent = [c for c in columns if c not in raw.columns]
-        if absent:
-            raise LabelFileError(f"{csv}: column(s) {absent} missing; the file has {list(raw.columns)}")
-        raw = raw.rename(columns=dict(zip(columns, ["image", "class", "a", "b", "c", "d"])))
-    a, b, c, d = (_numeric(raw[k], csv, k) * float(scale) for k in ("a", "b", "c", "d"))
-    if box_format == "xywh":
-        c, d = a + c, b + d
-    elif box_format != "xyxy":
-        raise ValueError(f"box_format must be 'xyxy' or 'xywh', got {box_format!r}")
-    names = raw["image"].str.strip()
-    base = Path(image_dir).resolve() if image_dir is not None else None
-    out = pd.DataFrame({
-        "image": [str(base / f"{n}{image_suffix}") if base else f"{n}{image_suffix}" for n in names],
-        "image_id": names.map(lambda n: Path(n).stem),
-        "class": raw["class"].str.strip(),
-        "x1": a, "y1": b, "x2": c, "y2": d,
-        "split": raw[split] if split in raw.columns else split,
-    })
-    return validate_boxes(out, str(csv))
+            members[best].append(i)
+            fused[best] = boxes[members[best]].mean(axis=0)
+    counts = np.array([len({readers[i] for i in m}) for m in members], dtype=np.int64)
+    return fused, counts
+
+
+def fuse_readers(boxes: pd.DataFrame, iou_thr: float, min_readers: int = 1) -> pd.DataFrame:
+    """Boxes of several readers (column ``reader``) -> one set per image and class, by
+    :func:`weighted_boxes_fusion`; ``readers`` counts the readers behind each fused box, and fused
+    boxes drawn by fewer than ``min_readers`` readers are dropped. Readers are taken in name order,
+    each one's boxes in file order, so the result does not depend on how the file is sorted."""
+    if boxes.empty:
+        return boxes.assign(readers=pd.Series(dtype=np.int64)).drop(columns="reader")
+    ordered = boxes.assign(_order=np.arange(len(boxes))).sort_values(["image_id", "class", "reader", "_order"],
+                                                                      kind="stable")
+    out = []
+    for (image_id, cls), group in ordered.groupby(["image_id", "class"], sort=False):
+        fused, counts = weighted_boxes_fusion(group[list(BOX_COLUMNS)].to_numpy(), list(group["reader"]), iou_thr)
+        for box, n in zip(fused, counts):
+            if n >= min_readers:
+                out.append({"image_id": image_id, "class": cls, **dict(zip(BOX_COLUMNS, box)), "readers": int(n)})
+    return pd.DataFrame(out, columns=["image_id", "class", *BOX_COLUMNS, "readers"])

@@ -8,7 +8,7 @@ Source layout (NIH Clinical Center Box folder)::
     train_val_list.txt            official train+val image names (one per line)
     test_list.txt                 official test image names (patient-disjoint from train_val)
     images_001.tar.gz ... images_012.tar.gz     images/NNNNNNNN_NNN.png (1024x1024, 8-bit)
-    BBox_List_2017.csv            984 boxes of 8 findings on 880 images (see read_bbox_list)
+    BBox_List_2017.csv            984 boxes of 8 findings on 880 images (the dense source nih_cxr14_bbox)
 
 The twelve image tarballs have stable direct links and published MD5s and are
 downloaded automatically (option ``image_archives`` picks a subset, e.g. ``[1]`` for a
@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from medtl.data.registry import DatasetSpec, RawData
-from medtl.data.sources.boxes import read_box_csv
 from medtl.data.sources.common import (
     ArchiveError, LabelFileError, RemoteFile, SourceInfo, extract, index_images, label_table, log,
     manifest_root, obtain_all, read_csv_checked, register_source,
@@ -117,17 +116,6 @@ def read(manifest: dict, options: dict) -> RawData:
     table = label_table(df["split"], df["Patient ID"], df["Image Index"], labels)
     return RawData(table, list(CLASSES), "multilabel", 1,
                    paths=[str(images[Path(n).stem]) for n in df["Image Index"]])
-
-
-def read_bbox_list(csv: str | Path, image_dir: str | Path | None = None, scale: float = 1.0) -> pd.DataFrame:
-    """``BBox_List_2017.csv`` (Image Index, Finding Label, x, y, w, h in 1024-px coordinates) as a box table.
-
-    ``scale`` maps the coordinates to resized images (0.25 for 256-px copies). The file's header
-    row is malformed (``Bbox [x,y,w,h]`` split over four columns plus empty ones), so columns are
-    taken by position.
-    """
-    return read_box_csv(csv, image_dir=image_dir, columns=(0, 1, 2, 3, 4, 5), box_format="xywh", scale=scale,
-                        header_rows=1, split="train")
 
 
 register_source("chestxray14", DatasetSpec(

@@ -1,6 +1,7 @@
 """What every real-data source shares: where files come from (download, or put by hand
 into the raw-data folder), how archives are unpacked, and how labels become the
-classification stage's :class:`~medtl.data.registry.RawData`.
+classification stage's :class:`~medtl.data.registry.RawData`. Dense sources (boxes, masks)
+share the same file handling and register in the dense registry instead.
 
 Where a source's files are looked for, in order:
 
@@ -37,12 +38,14 @@ import pandas as pd
 
 from medtl.data.adapters import LabelFileError, _hash_fraction
 from medtl.data.download import ChecksumError, DownloadError, download, parse_checksum, verify_checksum
+from medtl.data.dense_registry import DENSE_DATASETS, DenseDatasetSpec
 from medtl.data.registry import DATASETS, DatasetSpec, RawData
 from medtl.io import atomic_path
 
 __all__ = [
-    "ArchiveError", "ChecksumError", "DetectionDatasetError", "DownloadError", "LabelFileError",
-    "ManualDownloadError", "RemoteFile", "SOURCES", "SourceInfo", "DETECTION", "register_source",
+    "ArchiveError", "ChecksumError", "DownloadError", "LabelFileError",
+    "ManualDownloadError", "RemoteFile", "SOURCES", "DENSE_SOURCES", "SourceInfo", "register_source",
+    "register_dense_source", "locate_unpacked",
     "obtain", "obtain_all", "extract", "find_file", "index_images", "hash_split", "label_table",
     "raw_data_dir", "slug",
 ]
@@ -54,10 +57,6 @@ class ManualDownloadError(FileNotFoundError):
 
 class ArchiveError(ValueError):
     """An archive (or a file in it) is corrupt, truncated or not the expected source."""
-
-
-class DetectionDatasetError(ValueError):
-    """A box dataset was asked for classification labels."""
 
 
 @dataclass(frozen=True)
@@ -79,18 +78,22 @@ class SourceInfo:
     split: str           # which split the pipeline uses, and why
     size: str
     files: tuple[str, ...] = ()
-    task: str = "classification"   # or "detection"
+    task: str = "classification"   # or "detection", "segmentation"
 
 
-SOURCES: dict[str, SourceInfo] = {}
-DETECTION: set[str] = set()   # registry names whose labels are boxes (see detection_read)
+SOURCES: dict[str, SourceInfo] = {}          # classification sources (DATASETS)
+DENSE_SOURCES: dict[str, SourceInfo] = {}    # box and mask sources (DENSE_DATASETS)
 
 
 def register_source(name: str, spec: DatasetSpec, info: SourceInfo) -> DatasetSpec:
     DATASETS.register(name)(spec)
     SOURCES[name] = info
-    if info.task == "detection":
-        DETECTION.add(name)
+    return spec
+
+
+def register_dense_source(name: str, spec: DenseDatasetSpec, info: SourceInfo) -> DenseDatasetSpec:
+    DENSE_DATASETS.register(name)(spec)
+    DENSE_SOURCES[name] = info
     return spec
 
 
@@ -192,12 +195,14 @@ def _safe_name(name: str, archive: Path) -> str:
     return name
 
 
-def extract(archive: Path, dest: Path, keep: Callable[[str], bool] | None = None) -> Path:
+def extract(archive: Path, dest: Path, keep: Callable[[str], bool] | None = None, allow_empty: bool = False) -> Path:
     """Unpack ``archive`` (zip, tar, tar.gz) into ``dest``, atomically and once.
 
     Members for which ``keep(name)`` is false are skipped (e.g. MURA's other body parts,
-    BACH's whole-slide images). The folder is built as ``dest.partial`` and renamed, with
-    a marker naming the archive, so an interrupted unpack is redone, never half-used.
+    BACH's whole-slide images); ``allow_empty`` accepts an archive none of whose members are
+    kept (NIH's box images need not be in every tarball). The folder is built as
+    ``dest.partial`` and renamed, with a marker naming the archive, so an interrupted unpack
+    is redone, never half-used.
     """
     archive, dest = Path(archive), Path(dest)
     marker = dest / ".extracted"
@@ -237,7 +242,7 @@ def extract(archive: Path, dest: Path, keep: Callable[[str], bool] | None = None
             raise
         raise ArchiveError(f"{archive}: corrupt or truncated archive ({type(err).__name__}: {err}); "
                            "delete it and download it again") from None
-    if n == 0:
+    if n == 0 and not allow_empty:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ArchiveError(f"{archive}: holds none of the expected files; is it the right archive?")
     (tmp / ".extracted").write_text(stamp + "\n")
@@ -329,16 +334,6 @@ def read_csv_checked(path: Path, columns: Iterable[str], **kwargs) -> pd.DataFra
     return df
 
 
-def detection_read(name: str, module: str) -> Callable[[dict, dict], RawData]:
-    """``read`` for a box dataset: it has no image-level labels for the classification stage."""
-    def read(manifest: dict, options: dict) -> RawData:
-        raise DetectionDatasetError(
-            f"dataset '{name}' is a detection dataset (bounding boxes), not a classification one; it is "
-            f"consumed by the detection stage through {module}.read_boxes(manifest, options). Remove it "
-            "from the classification 'datasets' of the config.")
-    return read
-
-
 def manifest_root(options: dict, what: str) -> Path | None:
     """``root`` option: an already unpacked copy of the source, used in place of its archive."""
     root = options.get("root")
@@ -348,6 +343,25 @@ def manifest_root(options: dict, what: str) -> Path | None:
     if not root.is_dir():
         raise FileNotFoundError(f"{what}: option 'root' is {root}, which is not a folder")
     return root
+
+
+def locate_unpacked(dataset: str, archive: RemoteFile, marker: str, raw_dir: Path, options: dict, *, page: str,
+                    why: str, keep: Callable[[str], bool] | None = None) -> Path:
+    """The file ``marker`` (e.g. an annotation file) of a manual source used unpacked, found in
+    order: under the ``root`` option; in an unpacked copy put in ``<raw_data>/<dataset>/``; in its
+    archive (in that folder, or at the ``archive`` option), unpacked once under ``raw_dir``.
+    Nowhere: :class:`ManualDownloadError` naming the page, the archive and the folder."""
+    root = manifest_root(options, dataset)
+    if root is not None:
+        return find_file(root, marker, f"{dataset}: option 'root' ({root})")
+    folder = raw_data_dir(options) / dataset
+    if folder.is_dir() and not options.get("archive"):
+        for depth in range(6):   # a PhysioNet mirror: physionet.org/files/<name>/<version>/...
+            hits = sorted(h for h in folder.glob("*/" * depth + marker) if h.is_file())
+            if hits:
+                return hits[0]
+    path = obtain(dataset, archive, raw_dir, options, page=page, why=why, single_archive=True)
+    return find_file(extract(path, Path(raw_dir) / "extracted", keep=keep), marker, str(path))
 
 
 def merge_dict_option(options: dict, key: str, defaults: dict) -> dict:

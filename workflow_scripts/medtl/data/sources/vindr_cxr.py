@@ -1,19 +1,28 @@
-"""VinDr-CXR (Nguyen et al., Sci Data 2022): 18,000 chest radiographs (DICOM) with boxes of 22
-local findings by radiologists. A detection dataset: its labels are boxes, read by
-:func:`read_boxes`; the classification stage refuses it with a clear error.
+"""VinDr-CXR (Nguyen et al., Sci Data 2022): 18,000 frontal chest radiographs (DICOM) with boxes
+of 22 local findings. A dense detection source; its images also carry CheXmask's lung and heart
+masks (``chexmask``).
 
 Source layout (PhysioNet, credentialed access, ``vindr-cxr/1.0.0``)::
 
     annotations/annotations_train.csv   image_id, rad_id, class_name, x_min, y_min, x_max, y_max
-                                        (3 radiologists per training image; 'No finding' rows have no box)
-    annotations/annotations_test.csv    image_id, [rad_id,] class_name, x_min, ... (consensus of 5)
-    annotations/image_labels_{train,test}.csv
+                                        (3 radiologists per image, each independently; a radiologist
+                                        who saw nothing local wrote one 'No finding' row, no box)
+    annotations/annotations_test.csv    the same columns: the consensus of 5 radiologists, one set
+    annotations/image_labels_{train,test}.csv      global labels (not used here)
     train/<image_id>.dicom   (15,000)   test/<image_id>.dicom   (3,000)
 
-Split: the official one (train 15,000 / test 3,000); the detection stage carves its own
-validation images. Boxes of the three training radiologists are kept separately
-(``rad_id``); fusing them (e.g. weighted box fusion) is the detection stage's choice.
-Images stay DICOM; :func:`dicom_to_png` converts one when pydicom is installed.
+Split: the official one, train 15,000 / test 3,000; validation is carved image-wise from
+train (no patient ids are released).
+
+Readers: the training boxes of the three radiologists are fused per image and class by weighted
+boxes fusion (:func:`medtl.data.sources.boxes.weighted_boxes_fusion`, IoU above ``fusion_iou``,
+0.5), the way the VinBigData Kaggle competition's public solutions turned them into one label
+set like the test set's consensus. ``min_readers`` (1) drops fused boxes fewer radiologists drew.
+The test set is already a consensus and is taken as it is.
+
+Classes: by default the 14 local findings of that competition (all findings with enough
+boxes; the other 8 are rare); ``classes: all`` takes every local finding in the files, or
+give a list. Boxes of other findings are left out; their images stay as negatives.
 """
 from __future__ import annotations
 
@@ -22,99 +31,128 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtl.data.registry import DatasetSpec
-from medtl.data.sources.boxes import register_boxes, validate_boxes
+from medtl.data.adapters import LabelFileError
+from medtl.data.dense_registry import DETECTION, DenseDatasetSpec, DenseRaw
+from medtl.data.imageio import image_size
+from medtl.data.sources.boxes import box_raw, fuse_readers, subset
 from medtl.data.sources.common import (
-    LabelFileError, RemoteFile, SourceInfo, detection_read, extract, find_file, manifest_root, obtain, read_csv_checked,
-    register_source,
+    ArchiveError, RemoteFile, SourceInfo, hash_split, locate_unpacked, log, read_csv_checked,
+    register_dense_source,
 )
 
 PAGE = "https://physionet.org/content/vindr-cxr/1.0.0/"
+FILES_URL = "https://physionet.org/files/vindr-cxr/1.0.0/"
 ARCHIVE = "vindr-cxr-1.0.0.zip"
-NO_BOX = "No finding"
+LICENSE = "PhysioNet Credentialed Health Data License 1.5.0"
+NO_BOX = "no finding"
+# the competition's 14 local findings (class ids 0-13; 14 was 'No finding')
+KAGGLE_CLASSES = ["Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Consolidation", "ILD",
+                  "Infiltration", "Lung Opacity", "Nodule/Mass", "Other lesion", "Pleural effusion",
+                  "Pleural thickening", "Pneumothorax", "Pulmonary fibrosis"]
+COORDS = ["x_min", "y_min", "x_max", "y_max"]
+DEFAULTS = {"classes": "kaggle", "fusion_iou": 0.5, "min_readers": 1, "negatives": True, "test_fraction": 0.2}
+WHY = ("VinDr-CXR is on PhysioNet under credentialed access (CITI training and a signed data use agreement). "
+       "It needs annotations/annotations_train.csv, annotations/annotations_test.csv and the DICOM folders "
+       "train/ and test/: put those folders, unpacked, into the folder below, or mirror them with "
+       f"'wget -r -N -c -np --user <your PhysioNet user> --ask-password {FILES_URL}' and set the option "
+       "'root' to the mirrored folder.")
+
+
+def locate(raw_dir: Path, options: dict) -> Path:
+    """The VinDr-CXR folder (with annotations/, train/, test/) on this machine; also used by ``chexmask``."""
+    train_csv = locate_unpacked("vindr_cxr", RemoteFile(ARCHIVE), "annotations_train.csv", raw_dir, options,
+                                page=PAGE, why=WHY)
+    return train_csv.parent.parent.resolve()
 
 
 def fetch(raw_dir: Path, options: dict) -> dict:
-    root = manifest_root(options, "vindr_cxr")
-    if root is None:
-        archive = obtain("vindr_cxr", RemoteFile(ARCHIVE), raw_dir, options, page=PAGE,
-                         why="VinDr-CXR is on PhysioNet under credentialed access (training and a signed "
-                             "data use agreement); 'Download the ZIP file' there, or mirror it and set 'root'.",
-                         single_archive=True)
-        root = extract(archive, Path(raw_dir) / "extracted")
-        where = str(archive)
-    else:
-        where = str(root)
-    train_csv = find_file(root, "annotations_train.csv", where)
-    return {"root": str(train_csv.parent.parent.resolve()), "annotations": str(train_csv.parent.resolve())}
+    root = locate(raw_dir, options)
+    return {"root": str(root), "annotations": str(root / "annotations")}
 
 
-def _image_path(root: Path, split: str, image_id: str) -> str:
+def image_path(root: Path, split: str, image_id: str) -> Path:
     for suffix in (".dicom", ".dcm", ".png"):
-        p = root / split / f"{image_id}{suffix}"
-        if p.exists():
-            return str(p)
-    return str(root / split / f"{image_id}.dicom")
+        path = root / split / f"{image_id}{suffix}"
+        if path.exists():
+            return path
+    return root / split / f"{image_id}.dicom"
 
 
-@register_boxes("vindr_cxr")
-def read_boxes(manifest: dict, options: dict) -> pd.DataFrame:
-    """Box table (see medtl.data.sources.boxes) of the official train and test sets."""
+def _classes(found: list[str], option) -> list[str]:
+    if option in (None, "kaggle"):
+        return list(KAGGLE_CLASSES)
+    if option == "all":
+        return sorted(found, key=str.lower)
+    if isinstance(option, str) or not all(isinstance(c, str) for c in option):
+        raise ValueError(f"vindr_cxr: option 'classes' is 'kaggle', 'all' or a list of finding names, got {option!r}")
+    return list(option)
+
+
+def _annotations(csv: Path) -> pd.DataFrame:
+    df = read_csv_checked(csv, ["image_id", "class_name", *COORDS], dtype={"image_id": str, "rad_id": str})
+    for col in COORDS:
+        values = pd.to_numeric(df[col], errors="coerce")
+        if (values.isna() & df[col].notna()).any():
+            raise LabelFileError(f"{csv}: column '{col}' holds non-numeric coordinates")
+        df[col] = values
+    df["class_name"] = df["class_name"].astype(str).str.strip()
+    return df
+
+
+def read_detection(manifest: dict, options: dict) -> DenseRaw:
+    options = {**DEFAULTS, **options}
     root, ann = Path(manifest["root"]), Path(manifest["annotations"])
-    frames = []
-    for split in ("train", "test"):
-        csv = ann / f"annotations_{split}.csv"
-        if split == "test" and not csv.exists():
-            continue
-        df = read_csv_checked(csv, ["image_id", "class_name", "x_min", "y_min", "x_max", "y_max"])
-        for col in ("x_min", "y_min", "x_max", "y_max"):
-            if not pd.api.types.is_numeric_dtype(df[col]):
-                values = pd.to_numeric(df[col], errors="coerce")
-                if (values.isna() & df[col].notna()).any():
-                    raise LabelFileError(f"{csv}: column '{col}' holds non-numeric coordinates")
-                df[col] = values
-        empty = df["class_name"].eq(NO_BOX) | df[["x_min", "y_min", "x_max", "y_max"]].isna().all(axis=1)
-        frames.append(pd.DataFrame({
-            "image": [_image_path(root, split, i) for i in df["image_id"]],
-            "image_id": df["image_id"].astype(str),
-            "class": np.where(empty, "", df["class_name"].astype(str)),
-            "x1": df["x_min"].where(~empty), "y1": df["y_min"].where(~empty),
-            "x2": df["x_max"].where(~empty), "y2": df["y_max"].where(~empty),
-            "split": split,
-            "rad_id": df["rad_id"].astype(str) if "rad_id" in df.columns else "",
-        }))
-    return validate_boxes(pd.concat(frames, ignore_index=True), str(ann))
+    frames = {"train": _annotations(ann / "annotations_train.csv")}
+    if (ann / "annotations_test.csv").exists():
+        frames["test"] = _annotations(ann / "annotations_test.csv")
+    else:
+        log("vindr_cxr", f"{ann / 'annotations_test.csv'} is absent: the test split is carved from train")
+    found = sorted({c for df in frames.values() for c in df["class_name"] if c.lower() != NO_BOX})
+    classes = _classes(found, options["classes"])
+    canonical = {c.lower(): c for c in classes}
+    unknown = [c for c in classes if c.lower() not in {f.lower() for f in found}]
+    if unknown and options["classes"] not in (None, "kaggle"):
+        raise ValueError(f"vindr_cxr: option 'classes' names {unknown}, which the annotations do not have; "
+                         f"they have {found}")
+    images, boxes = [], []
+    for split, df in frames.items():
+        for image_id in dict.fromkeys(df["image_id"]):
+            images.append({"image_id": image_id, "split": split, "image": image_path(root, split, image_id)})
+        has_box = df["class_name"].str.lower().ne(NO_BOX) & df[COORDS].notna().all(axis=1)
+        kept = df[has_box & df["class_name"].str.lower().isin(canonical)]
+        part = pd.DataFrame({"image_id": kept["image_id"].to_numpy(),
+                             "class": kept["class_name"].str.lower().map(canonical).to_numpy(),
+                             "x1": kept["x_min"].to_numpy(), "y1": kept["y_min"].to_numpy(),
+                             "x2": kept["x_max"].to_numpy(), "y2": kept["y_max"].to_numpy()})
+        if split == "train" and "rad_id" in df.columns:
+            part["reader"] = kept["rad_id"].astype(str).to_numpy()
+            n = len(part)
+            part = fuse_readers(part, float(options["fusion_iou"]), int(options["min_readers"]))
+            log("vindr_cxr", f"{split}: {n} radiologist boxes fused into {len(part)} (WBF, IoU > "
+                             f"{options['fusion_iou']}, at least {options['min_readers']} reader(s))")
+        boxes.append(part)
+    images = pd.DataFrame(images)
+    if "test" not in frames:
+        images["split"] = hash_split(images["image_id"], float(options["test_fraction"]))
+    boxes = pd.concat(boxes, ignore_index=True)
+    if not options["negatives"]:
+        images = images[images["image_id"].isin(boxes["image_id"])]
+    images = subset(images, options.get("limit"))   # before reading sizes: only the subset's DICOM headers
+    missing = [str(p) for p in images["image"] if not Path(p).exists()]
+    if missing:
+        raise ArchiveError(f"{len(missing)} image(s) listed in {ann} are missing, e.g. {missing[0]}; "
+                           "is the copy complete (train/ and test/ hold the DICOM files)?")
+    sizes = np.array([image_size(p) for p in images["image"]], dtype=np.float64).reshape(-1, 2)
+    return box_raw(images.assign(group="", width=sizes[:, 0], height=sizes[:, 1]), boxes, classes, str(ann))
 
-
-def dicom_to_png(src: str | Path, dst: str | Path) -> Path:
-    """Convert one VinDr DICOM to an 8-bit PNG (VOI LUT, MONOCHROME1 inverted). Needs pydicom."""
-    try:
-        import pydicom
-        from pydicom.pixel_data_handlers.util import apply_voi_lut
-    except ImportError:
-        raise ImportError("converting VinDr-CXR DICOM files needs pydicom (pip install pydicom; compressed "
-                          "files may also need pylibjpeg); the box table itself does not") from None
-    from PIL import Image
-
-    ds = pydicom.dcmread(str(src))
-    arr = apply_voi_lut(ds.pixel_array, ds).astype(np.float64)
-    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
-        arr = arr.max() - arr
-    arr = (arr - arr.min()) / max(arr.max() - arr.min(), 1e-9) * 255.0
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr.round().astype(np.uint8)).save(dst)
-    return dst
-
-
-register_source("vindr_cxr", DatasetSpec(
-    fetch=fetch, read=detection_read("vindr_cxr", "medtl.data.sources.vindr_cxr"), metrics=("map",),
-    primary_metric="map",
-    description="VinDr-CXR: chest radiographs with boxes of 22 local findings (detection; see read_boxes).",
-    license="PhysioNet Credentialed Health Data License 1.5.0", urls=(PAGE,), options={"raw_data": "raw"},
+register_dense_source("vindr_cxr", DenseDatasetSpec(
+    fetch=fetch, readers={DETECTION: read_detection},
+    description="VinDr-CXR: chest radiographs (DICOM) with radiologists' boxes of local findings; official split.",
+    license=LICENSE, urls=(PAGE,),
+    options={"raw_data": "raw", **DEFAULTS},
 ), SourceInfo(
     title="VinDr-CXR 1.0.0 (PhysioNet)", access="manual", page=PAGE,
-    license="PhysioNet Credentialed Health Data License 1.5.0 (credentialed access, signed DUA)",
-    split="official: 15,000 train (3 radiologists each) / 3,000 test (consensus)",
+    license=f"{LICENSE} (credentialed access, signed DUA)",
+    split="official: 15,000 train (3 radiologists each, fused by WBF) / 3,000 test (consensus of 5)",
     size="18,000 DICOM images, about 200 GB", files=(ARCHIVE,), task="detection",
 ))
