@@ -59,6 +59,17 @@ def dense_run_files(task, name):
     return [f"{RESULTS}/{task}/runs/{DENSE_RUN.format(**r)}/{name}" for r in dense_runs(task)]
 
 
+def dense_fetch_entry(task, name):
+    """type and options for fetching; sources with files put there by hand (they declare a
+    ``raw_data`` option) also get the config's ``raw_data`` folder, as in ``fetch_entry``."""
+    from medtl.data import DENSE_DATASETS
+
+    entry = {k: v for k, v in dense_entry(task, name).items() if k in ("type", "options")}
+    if "raw_data" in DENSE_DATASETS.get(entry["type"]).options:
+        entry["options"] = {"raw_data": config["raw_data"], **(entry.get("options") or {})}
+    return entry
+
+
 def dense_prepare_entry(task, dataset):
     """What a prepared store depends on: the source and its options, and how validation is carved."""
     entry = dense_entry(task, dataset)
@@ -80,8 +91,7 @@ rule fetch_dense_dataset:
     wildcard_constraints:
         task="detection|segmentation",
     params:
-        entry=lambda w: canonical({k: v for k, v in dense_entry(w.task, w.dataset).items()
-                                   if k in ("type", "options")}),
+        entry=lambda w: canonical(dense_fetch_entry(w.task, w.dataset)),
         raw_dir=lambda w: f"{RESULTS}/{w.task}/raw/{w.dataset}",
     log:
         f"{RESULTS}/logs/fetch_dense_dataset/{{task}}_{{dataset}}.log",

@@ -470,3 +470,29 @@ def test_every_dense_source_is_registered_and_documented(name):
     assert re.search(rf"### `{name}`", docs), f"docs/datasets.md does not document {name}"
     assert f"`{name}`" in (REPO / "README.md").read_text(), f"README.md does not list {name}"
 
+
+# -- the workflow ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_nih_boxes_config_runs_through_the_workflow(server, tmp_path):
+    """``detection.datasets.<name>: {type: nih_cxr14_bbox}``: a dry run schedules its fetch, prepare, YOLO
+    export, training and report; then the fetch (the box file from the config's raw_data folder, the
+    tarballs downloaded and checked) and the prepare job run for real."""
+    from medtl.data.dense_store import load_dense_store
+    from workflow_helpers import scheduled_jobs, snakemake, tiny_config, write_config
+
+    tars = nih_files(tmp_path / "archives")
+    urls = {name: server.add(f"/shared/static/{name}", data) for name, data in tars.items()}
+    checksums = {name: "md5:" + hashlib.md5(data).hexdigest() for name, data in tars.items()}
+    detection = {"datasets": {"nih": {"type": "nih_cxr14_bbox", "size": 32, "options": {
+                     "urls": urls, "checksums": checksums, "image_archives": [1, 2], "test_fraction": 0.3}}},
+                 "models": {"yolo": {"type": "yolo", "cfg": "yolov8n.yaml"}}, "strategies": {"ft": {}},
+                 "training": {"epochs": 1, "batch_size": 4, "workers": 0}}
+    config = write_config(tmp_path / "config.yaml", tiny_config(raw_data=str(tmp_path / "archives"),
+                                                                detection=detection))
+    jobs = [(rule, w) for rule, w in scheduled_jobs(tmp_path, config) if "nih" in w or rule == "report_detection"]
+    assert sorted(rule for rule, _ in jobs) == ["export_yolo_dataset", "fetch_dense_dataset",
+                                               "prepare_detection_dataset", "report_detection", "train_detection"]
+    snakemake(tmp_path, config, "results/detection/prepared/nih/s32/meta.json")
+    store = load_dense_store(tmp_path / "results" / "detection" / "prepared" / "nih" / "s32", task="detection")
+    assert len(store.labels) == 12 and len(store.boxes) == 13 and store.classes[0] == "Atelectasis"
+    assert len(list((tmp_path / "results" / "detection" / "raw" / "nih" / "extracted").rglob("*.png"))) == 12
