@@ -21,6 +21,7 @@ rule train:
         features=run_features,  # rules/features.smk: cached backbone features, for LP and LP-FT
     output:
         metrics=f"{RESULTS}/runs/{RUN}/metrics.json",
+        predictions=f"{RESULTS}/runs/{RUN}/predictions.parquet",  # per image: intervals, paired tests
         history=f"{RESULTS}/runs/{RUN}/history.csv",
         hparams=f"{RESULTS}/runs/{RUN}/hparams.json",
     params:

@@ -6,4 +6,4 @@ with job_log(snakemake):
     settings = param(snakemake, "report")
     build_report(list(map(str, snakemake.input.metrics)), snakemake.params.out_dir,
                  reference=settings["reference"], threshold=settings["effective_threshold"],
-                 strategy_order=settings["strategies"], arch_order=settings["architectures"])
+                 strategy_order=settings["strategies"], arch_order=settings["architectures"], stats=settings)

@@ -4,4 +4,4 @@ from medtl.workflow.script import job_log
 
 with job_log(snakemake):
     build_published_report(list(map(str, snakemake.input.metrics)), load_reference(snakemake.input.reference),
-                           snakemake.params.out_dir)
+                           snakemake.params.out_dir, intervals=snakemake.input.get("intervals"))

@@ -9,7 +9,15 @@ Written into ``out_dir`` (each file atomically; ``report.md`` last):
 - ``relative_improvement.csv|.md`` % change of the test primary metric over the reference strategy
 - ``best_method.csv|.md``          best strategy per dataset and architecture, and its gain
 - ``effectiveness.csv|.md``        per strategy: pairs where it beats the reference by > threshold
+- ``table11.csv|.md``              the paper's Table 11: best (architecture, strategy) per dataset, gain over the
+                                   same architecture's reference
+- ``table12.csv|.md``              the paper's Table 12: per strategy and architecture, datasets where it beats
+                                   the reference by > threshold; total and effectiveness (%)
 - ``figures/relative_improvement_{dataset}.png`` and ``figures/relative_improvement_all.png``
+- ``intervals.csv``               bootstrap interval of every test cell (when the jobs kept predictions.parquet;
+                                   the tables then get ``*_ci_low`` / ``*_ci_high`` columns and significance counts)
+- ``paired_comparison.csv|.md``   each strategy against the reference: difference, interval, p, Holm-adjusted p
+- ``figures/forest_{dataset}.png`` relative difference from the reference with its interval (medtl.report.significance)
 - ``report.md``                    all tables in one document, with links to the files and figures
 """
 from __future__ import annotations
@@ -21,7 +29,7 @@ import pandas as pd
 
 from medtl.io import atomic_path
 
-from . import figures, tables
+from . import figures, significance, tables
 from .collect import Runs, check_complete, collect_runs
 from .select import aggregate, select_lr
 
@@ -40,7 +48,7 @@ def _write_text(text: str, path: Path) -> None:
 
 def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", threshold: float = 0.001,
                  strategy_order: list[str] | None = None, arch_order: list[str] | None = None,
-                 *, expected: int | None = None) -> dict[str, str]:
+                 *, expected: int | None = None, stats: dict | None = None) -> dict[str, str]:
     """Build every table and figure; return {path relative to out_dir: path written}.
 
     ``reference``: the strategy the others are compared with (must have runs).
@@ -48,6 +56,8 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     ``strategy_order`` / ``arch_order``: row/column order (names without runs are skipped; names with runs
     but not listed follow, sorted); without them, names are sorted. Datasets are sorted.
     ``expected``: if given, the number of metrics files there must be (see ``check_complete``).
+    ``stats``: the config's report section (bootstrap_resamples, confidence_level, bootstrap_seed) for the
+    intervals and paired tests, computed when the jobs kept predictions.parquet beside metrics.json.
     Raises ValueError (naming the file) for a missing, malformed or duplicate metrics file.
     """
     files = [str(f) for f in metric_files]
@@ -93,11 +103,14 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     put("per_lr.csv", per_lr)
     selected = sort(select_lr(per_lr))
     put("selected.csv", selected)
+    sig = significance.analyse(runs, selected, reference, significance.Settings.from_config(stats))
 
     dataset_md = {}
     for ds in datasets:
         metrics = runs.dataset_metrics[ds]
         table = tables.dataset_table(selected, ds, archs, strategies, metrics)
+        if sig is not None:
+            table = significance.add_interval_columns(table, sig.intervals, ds, archs, metrics)
         seeds = selected.loc[selected["dataset"] == ds, "n_seeds"]
         n_seeds = str(seeds.iloc[0]) if seeds.nunique() == 1 else f"{seeds.min()}-{seeds.max()}"
         dataset_md[ds] = tables.dataset_markdown(table, ds, archs, metrics, runs.primary[ds], n_seeds)
@@ -110,14 +123,33 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     put("relative_improvement.md", rel_md)
 
     best = tables.best_method(rel, datasets, archs, strategies)
+    if sig is not None:
+        best = significance.flag_best(best, sig.paired, "best_strategy")
     best_md = tables.best_markdown(best, reference)
     put("best_method.csv", best)
     put("best_method.md", best_md)
 
     eff = tables.effectiveness(rel, strategies, reference, threshold)
+    if sig is not None:
+        eff = significance.add_counts(eff, sig.paired, strategies, reference)
     eff_md = tables.effectiveness_markdown(eff, reference, threshold)
     put("effectiveness.csv", eff)
     put("effectiveness.md", eff_md)
+
+    # the paper's Tables 11 and 12, by the same functions the published report feeds the paper's Tables 3-10
+    scores = main_scores(rel)
+    t11 = tables.best_per_dataset(scores, reference, datasets, archs, strategies)
+    if sig is not None:
+        t11 = significance.flag_best(t11, sig.paired, "strategy")
+    t11_md = tables.table11_markdown(t11, reference)
+    put("table11.csv", t11)
+    put("table11.md", t11_md)
+    t12 = tables.effectiveness_counts(scores, reference, threshold, datasets, archs, strategies)
+    if sig is not None:
+        t12 = significance.add_table12_counts(t12, sig.paired, archs, reference)
+    t12_md = tables.table12_markdown(t12, archs, reference, threshold)
+    put("table12.csv", t12)
+    put("table12.md", t12_md)
 
     for ds in datasets:
         name = f"figures/relative_improvement_{ds}.png"
@@ -126,10 +158,33 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     name = "figures/relative_improvement_all.png"
     figures.overview_heatmap(rel, datasets, archs, strategies, reference, out / name)
     written[name] = str(out / name)
+    if sig is not None:
+        put("intervals.csv", sort(sig.intervals, ("metric",)))
+        put("paired_comparison.csv", sort(sig.paired))
+        put("paired_comparison.md", significance.paired_markdown(sort(sig.paired), reference))
+        for ds in datasets:
+            name = f"figures/forest_{ds}.png"
+            significance.forest_plot(sig.paired, ds, archs, strategies, reference, out / name)
+            written[name] = str(out / name)
+        sig_md = significance.report_section(sig, datasets, archs, strategies, runs.dataset_metrics, reference)
+    else:
+        sig_md = ("## Confidence intervals and paired tests\n\nNone: no job kept its predictions "
+                  "(predictions.parquet beside metrics.json), so no interval or paired test could be computed.\n")
 
     put("report.md", _report_md(runs, per_lr, selected, datasets, archs, strategies, reference, threshold,
-                                dataset_md, rel_md, best_md, eff_md))
+                                dataset_md, rel_md, best_md, eff_md)
+        + "\n".join(["", "## Table 11: best method per dataset\n", "[CSV](table11.csv) · [Markdown](table11.md)\n",
+                     t11_md, "## Table 12: effectiveness per architecture\n",
+                     "[CSV](table12.csv) · [Markdown](table12.md)\n", t12_md, sig_md]))
     return written
+
+
+def main_scores(rel: pd.DataFrame) -> pd.DataFrame:
+    """Long form for :func:`tables.best_per_dataset` / :func:`tables.effectiveness_counts`: one row per
+    (dataset, arch, strategy) with its test primary-metric mean (``mean``) at the selected lr, ``se`` and ``lr``."""
+    cols = {"dataset": "dataset", "arch": "arch", "strategy": "strategy", "primary_metric": "metric",
+            "test_mean": "mean", "test_se": "se", "lr": "lr"}
+    return rel[list(cols)].rename(columns=cols).reset_index(drop=True)
 
 
 def _notes(runs: Runs, per_lr: pd.DataFrame) -> list[str]:

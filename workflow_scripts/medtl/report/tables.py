@@ -178,6 +178,8 @@ def best_markdown(best: pd.DataFrame, reference: str) -> str:
         f"{reference} (test)": [fmt(v) for v in best["reference_test_mean"]],
         f"Gain over {reference} (%)": [fmt_pct(v) for v in best["gain_pct"]],
     })
+    if "gain_significant" in best:  # medtl.report.significance: "no" flags a gain within the noise
+        md["Gain significant (Holm)"] = ["–" if pd.isna(v) else "yes" if v else "no" for v in best["gain_significant"]]
     ties = [f"{d}/{a}: {s} ties with {t}" for d, a, s, t in
             zip(best["dataset"], best["arch"], best["best_strategy"], best["tied_with"]) if t]
     text = (f"Best strategy per dataset and architecture on the test primary metric (ties go to the first "
@@ -218,7 +220,155 @@ def effectiveness_markdown(eff: pd.DataFrame, reference: str, threshold: float) 
         "Mean gain (%)": [fmt_pct(v) for v in eff["mean_relative_improvement_pct"]],
         "Effective on": [s or "–" for s in eff["effective_on"]],
     })
+    if "n_better_significant" in eff:  # the second count (medtl.report.significance): beyond noise, Holm-corrected
+        md.insert(2, "Significantly better (Holm)",
+                  [f"{b} / {n}" for b, n in zip(eff["n_better_significant"], eff["n_pairs"])])
     caption = (f"Effectiveness: the number of (dataset, architecture) pairs on which each strategy improves the "
                f"test primary metric over {reference} by more than {pct} (relative), out of the pairs where both "
                f"have a score.\n\n")
     return caption + markdown(md)
+
+
+# -- the paper's Table 11 and Table 12, from long-form scores --------------------------------------------
+# Pure functions of one frame with a row per (dataset, arch, strategy) and its main-metric score ``mean``
+# (optionally ``metric`` and any other columns, e.g. ``lr``, ``se``): the classification report feeds them
+# our test means at the selected lr, the published report the paper's own Tables 3-10, so both tables are
+# built by the same code.
+SCORE_KEYS = ("dataset", "arch", "strategy")
+TOTAL = "Total"
+
+
+def _scores(scores: pd.DataFrame, datasets, archs, strategies) -> tuple[pd.DataFrame, list, list, list]:
+    missing = [c for c in (*SCORE_KEYS, "mean") if c not in scores]
+    if missing:
+        raise ValueError(f"scores lack column(s) {missing}; expected one row per (dataset, arch, strategy) with "
+                         f"its main-metric 'mean'")
+    dup = scores.duplicated(list(SCORE_KEYS))
+    if dup.any():
+        raise ValueError(f"scores list a (dataset, arch, strategy) twice: "
+                         f"{scores.loc[dup, list(SCORE_KEYS)].head(3).to_dict('records')}")
+    return (scores, ordered(scores["dataset"], datasets), ordered(scores["arch"], archs),
+            ordered(scores["strategy"], strategies))
+
+
+def relative_gain(mean: float, reference_mean: float) -> float:
+    """(m - m_ref) / |m_ref| as a fraction; NaN where either is missing or NaN, or the reference is zero."""
+    if mean is None or reference_mean is None or not (math.isfinite(mean) and math.isfinite(reference_mean)) \
+            or reference_mean == 0:
+        return math.nan
+    return (mean - reference_mean) / abs(reference_mean)
+
+
+def best_per_dataset(scores: pd.DataFrame, reference: str = "ft", datasets: list[str] | None = None,
+                     archs: list[str] | None = None, strategies: list[str] | None = None) -> pd.DataFrame:
+    """The paper's Table 11: per dataset, the (arch, strategy) with the highest ``mean`` over every architecture
+    and strategy, and its gain over the SAME architecture's ``reference``: ``gain_pct`` = 100 (m − m_ref) / m_ref
+    (0 when the reference itself wins; NaN without a reference score). Ties go to the first in (arch, strategy)
+    order and are listed in ``tied_with``; NaN means never win. Other columns of the winning row follow."""
+    scores, datasets, archs, strategies = _scores(scores, datasets, archs, strategies)
+    lookup = {(r["dataset"], r["arch"], r["strategy"]): r for r in scores.to_dict("records")}
+    extra = [c for c in scores.columns if c not in (*SCORE_KEYS, "metric", "mean")]
+    out = []
+    for ds in datasets:
+        cands = [lookup[(ds, a, s)] for a in archs for s in strategies if (ds, a, s) in lookup]
+        if not cands:
+            continue
+        flags = best_flags(c["mean"] for c in cands)
+        winners = [c for c, f in zip(cands, flags) if f]
+        best = winners[0] if winners else None
+        ref = lookup.get((ds, best["arch"], reference)) if best else None
+        ref_mean = ref["mean"] if ref else math.nan
+        row = {"dataset": ds, "metric": cands[0].get("metric", ""),
+               "arch": best["arch"] if best else None, "strategy": best["strategy"] if best else None,
+               "mean": best["mean"] if best else math.nan, "reference": reference, "reference_mean": ref_mean,
+               "gain_pct": 100.0 * relative_gain(best["mean"], ref_mean) if best else math.nan,
+               "tied_with": " ".join(f"{w['arch']}/{w['strategy']}" for w in winners[1:]),
+               "n_candidates": len(cands)}
+        row.update({c: best.get(c) if best else None for c in extra})
+        out.append(row)
+    return pd.DataFrame(out, columns=["dataset", "metric", "arch", "strategy", "mean", "reference", "reference_mean",
+                                      "gain_pct", "tied_with", "n_candidates", *extra])
+
+
+def table11_markdown(best: pd.DataFrame, reference: str) -> str:
+    md = pd.DataFrame({
+        "Dataset": best["dataset"], "Metric": [label(m) if m else "–" for m in best["metric"]],
+        "Architecture": [a if a else "n/a" for a in best["arch"]],
+        "Strategy": [s if s else "n/a" for s in best["strategy"]],
+        "Score": [fmt(v) for v in best["mean"]],
+        f"{reference} (same arch)": [fmt(v) for v in best["reference_mean"]],
+        f"Gain over {reference} (%)": [fmt_pct(v) for v in best["gain_pct"]],
+    })
+    if "gain_significant" in best:  # medtl.report.significance: "no" flags a gain within the noise
+        md["Gain significant (Holm)"] = ["–" if pd.isna(v) else "yes" if v else "no" for v in best["gain_significant"]]
+    ties = [f"{d}: {a}/{s} ties with {t}" for d, a, s, t in
+            zip(best["dataset"], best["arch"], best["strategy"], best["tied_with"]) if t]
+    text = (f"Best (architecture, strategy) per dataset on the main metric, over every architecture and strategy "
+            f"(the paper's Table 11), with its relative gain over {reference} of the same architecture, "
+            f"100 · (m − m_{reference}) / m_{reference}.\n\n") + markdown(md)
+    if ties:
+        text += "\nTies (the first in architecture, then strategy order is shown): " + "; ".join(ties) + "\n"
+    return text
+
+
+def effectiveness_counts(scores: pd.DataFrame, reference: str = "ft", threshold: float = 0.001,
+                         datasets: list[str] | None = None, archs: list[str] | None = None,
+                         strategies: list[str] | None = None) -> pd.DataFrame:
+    """The paper's Table 12: per strategy other than ``reference``, one column per architecture counting the
+    datasets where the strategy beats that architecture's ``reference`` by more than ``threshold`` (relative,
+    0.001 = 0.1 %) on ``mean``; ``total`` over the architectures, ``n_experiments`` = n datasets × n archs
+    (every dataset and architecture present in ``scores``) and ``effectiveness_pct`` = 100 · total /
+    n_experiments; ``n_not_comparable`` counts the (dataset, arch) pairs without both scores. A last row
+    ``Total`` sums each column (its effectiveness is over all strategies' experiments)."""
+    scores, datasets, archs, strategies = _scores(scores, datasets, archs, strategies)
+    lookup = {(r["dataset"], r["arch"], r["strategy"]): r["mean"] for r in scores.to_dict("records")}
+    n_exp = len(datasets) * len(archs)
+    out = []
+    for s in strategies:
+        if s == reference:
+            continue
+        row: dict = {"strategy": s}
+        missing = 0
+        for a in archs:
+            n = 0
+            for ds in datasets:
+                gain = relative_gain(lookup.get((ds, a, s), math.nan), lookup.get((ds, a, reference), math.nan))
+                if math.isfinite(gain):
+                    n += gain > threshold
+                else:
+                    missing += 1
+            row[a] = int(n)
+        row["total"] = int(sum(row[a] for a in archs))
+        row["n_experiments"] = n_exp
+        row["effectiveness_pct"] = 100.0 * row["total"] / n_exp if n_exp else math.nan
+        row["n_not_comparable"] = missing
+        out.append(row)
+    columns = ["strategy", *archs, "total", "n_experiments", "effectiveness_pct", "n_not_comparable"]
+    if out:
+        total = {"strategy": TOTAL, **{c: int(sum(r[c] for r in out)) for c in (*archs, "total")},
+                 "n_experiments": n_exp * len(out), "n_not_comparable": int(sum(r["n_not_comparable"] for r in out))}
+        total["effectiveness_pct"] = 100.0 * total["total"] / total["n_experiments"] if total["n_experiments"] \
+            else math.nan
+        out.append(total)
+    table = pd.DataFrame(out, columns=columns)
+    table.attrs.update(reference=reference, threshold=threshold)
+    return table
+
+
+def table12_markdown(counts: pd.DataFrame, archs: list[str], reference: str, threshold: float) -> str:
+    pct = f"{100 * threshold:g}%"
+    archs = [a for a in archs if a in counts]
+    md = pd.DataFrame({"Strategy": [bold(s, s == TOTAL) for s in counts["strategy"]]})
+    for a in archs:
+        md[a] = [str(v) for v in counts[a]]
+    md["Total"] = [str(v) for v in counts["total"]]
+    md["Effectiveness (%)"] = [fmt(v, 1) for v in counts["effectiveness_pct"]]
+    if "total_significant" in counts:  # the second count (medtl.report.significance): beyond noise, Holm-corrected
+        md.insert(md.columns.get_loc("Total") + 1, "Significant (Holm)", [str(v) for v in counts["total_significant"]])
+    caption = (f"Number of datasets on which each strategy improves the main metric over {reference} of the same "
+               f"architecture by more than {pct} (relative), per architecture (the paper's Table 12); "
+               f"Effectiveness = Total / (datasets × architectures).\n\n")
+    gaps = int(counts.loc[counts["strategy"] != TOTAL, "n_not_comparable"].sum()) if len(counts) else 0
+    note = (f"\n{gaps} (dataset, architecture, strategy) setting(s) lack a score of theirs or of {reference}: they "
+            f"count as no improvement.\n") if gaps else ""
+    return caption + markdown(md) + note

@@ -18,6 +18,7 @@ from medtl.models import build_network
 from medtl.strategies import STRATEGIES, Context
 from medtl.training.batches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, SplitData
 from medtl.training.features import CachedFeatures, describe, uses_frozen_features
+from medtl.training.predictions import FILE as PREDICTIONS, write_predictions
 from medtl.training.trainer import LoopSettings, Trainer, predict, seed_everything
 
 
@@ -63,7 +64,7 @@ def build(hp: dict, store, weights_file: str | None, device: torch.device):
         steps_per_epoch=train.n_batches(int(training["batch_size"])),
         task=store.task, train_targets=store.targets("train"),
         optimizer=training.get("optimizer", "adam"), weight_decay=float(training.get("weight_decay", 0.0)),
-        device=device,
+        device=device, frozen_bn=training.get("frozen_bn", "eval"),
     )
     strategy_cls = STRATEGIES.get(hp["strategy"]["type"])
     strategy = strategy_cls(ctx, **hp["strategy"]["settings"])
@@ -99,7 +100,8 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     # metrics come from the job's config slice, so changing them needs no new store
     metric_names = list(hp["dataset"].get("metrics") or store.meta["metrics"])
     primary = hp["dataset"].get("primary_metric") or store.meta["primary_metric"]
-    monitor = strategy.monitor or primary
+    # a strategy's own monitor (SPFT: validation AUROC) first, then the study's, then the main metric
+    monitor = strategy.monitor or hp["training"].get("monitor") or primary
     if primary not in metric_names:
         metric_names.insert(0, primary)
     if monitor not in metric_names:
@@ -125,6 +127,7 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     # a backbone that never trained is the cached one: the head alone gives the predictions
     from_cache = features is not None and trainer.pristine
     result = {"val": {}, "test": {}, "per_class": {}}
+    split_probs = {}  # kept for predictions.parquet
     try:
         for split, data in (("val", val), ("test", test)):
             if from_cache:
@@ -133,6 +136,7 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
             else:
                 probs = predict(model, data, norm, store.task, loop.eval_batch_size, trainer.autocast)
             y = data.targets.numpy()
+            split_probs[split] = probs
             result[split] = M.compute(store.task, y, probs, metric_names)
             result["per_class"][split] = M.per_class(y, probs, store.classes)
     finally:
@@ -151,6 +155,7 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
                                       "metrics": metric_names, "device": str(device), "amp": trainer.amp,
                                       "compile": loop.compile, "cached_features": features_file if features else None,
                                       "torch": torch.__version__, "signature": signature(hp)})
+    write_predictions(out / PREDICTIONS, store, split_probs)  # per image, for intervals and paired tests
     write_json(out / "metrics.json", result)  # last: its presence marks a finished job
     Path(checkpoint).unlink(missing_ok=True)
     print(f"[train] done in {result['seconds']} s: test {monitor} {result['test'][monitor]:.4f}",
