@@ -37,7 +37,7 @@ def dataset_entry(name):
 
 
 def arch_entry(name):
-    from medtl.models.network import ARCHS
+    from medtl.models.spec import ARCHS
 
     entry = config["architectures"][name]
     arch_type = entry.get("type", name)

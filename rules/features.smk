@@ -1,12 +1,11 @@
 """Frozen computation done once: the backbone features of every image of a prepared store, per
 (dataset, architecture, starting weights). Training jobs whose strategy declares a frozen backbone
-(LP, the LP stage of LP-FT: class attribute ``frozen_backbone``) train the head on them instead of
+(LP, the LP stage of LP-FT: ``frozen_backbone_when`` in its declaration) train the head on them instead of
 running the frozen backbone in every epoch; 3 learning rates x 3 seeds x 2 strategies share one."""
 
 
 def strategy_freezes_backbone(strategy):
-    from medtl.strategies import STRATEGIES
-    from medtl.training.features import uses_frozen_features
+    from medtl.strategies import STRATEGIES, uses_frozen_features
 
     entry = strategy_entry(strategy)
     return uses_frozen_features(STRATEGIES.get(entry["type"]), entry["settings"],
@@ -27,7 +26,7 @@ def run_features(w):
 
 def features_spec(w):
     """Everything the features depend on besides the store; checked again by the jobs that load them."""
-    from medtl.training.features import describe
+    from medtl.training.spec import describe
 
     if w.weights != weights_id(w.arch):
         raise ValueError(f"features of {w.arch} exist only for its configured weights '{weights_id(w.arch)}', "

@@ -24,7 +24,7 @@ def spft_metric_files():
 
 
 def arch_families():
-    from medtl.models.network import ARCHS
+    from medtl.models.spec import ARCHS
 
     return {a: ARCHS.get(arch_entry(a)["name"]).family for a in config["architectures"]}
 

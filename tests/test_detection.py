@@ -363,11 +363,13 @@ def test_schema_defaults_are_the_jobs_defaults():
     ({"datasets": {"d": {"type": "nope"}}}, "unknown dense dataset 'nope'"),
     ({"datasets": {"d": {"type": "mask_folder"}}}, "'mask_folder' has no detection annotations"),
     ({"models": {"m": {"type": "fasterrcnn"}}}, "unknown detector 'fasterrcnn'"),
-    ({"models": {"m": {"type": "yolo", "training": {"epoch": 3}}}}, "unknown settings ['epoch']"),
+    ({"models": {"m": {"type": "yolo", "training": {"epoch": 3}}}}, "detection.models.m.training.epoch: unknown setting"),
     ({"models": {"m": {"type": "yolo", "weights": {"type": "checkpoint"}}}}, "a checkpoint needs a path"),
-    ({"strategies": {"spft": {"head_epoch": 1}}}, "unknown settings ['head_epoch']"),
+    ({"strategies": {"spft": {"head_epoch": 1}}}, "detection.strategies.spft.head_epoch: unknown setting (did you mean 'head_epochs'?)"),
     ({"strategies": {"s": {"type": "lp"}}}, "unknown strategy 'lp'"),
-    ({"strategies": {"spft": {"top_k": -2}}}, "top_k must be"),
+    ({"strategies": {"spft": {"top_k": -2}}}, "detection.strategies.spft.top_k: -2 is not allowed"),
+    ({"strategies": {"spft": {"ema": "no"}}}, "detection.strategies.spft.ema: 'no' is not allowed; expected true or false"),
+    ({"models": {"m": {"type": "yolo", "training": {"lr0": -1}}}}, "detection.models.m.training.lr0: -1"),
 ])
 def test_config_errors_are_named(section, fragment):
     base = {"datasets": {"synth_cxr_dense": {}}, "models": {"yolo": {}}, "strategies": {"ft": {}}}

@@ -307,7 +307,7 @@ def test_schema_defaults_are_the_jobs_defaults():
 @pytest.mark.parametrize("section, fragment", [
     ({"datasets": {"d": {"type": "yolo_folder"}}}, "'yolo_folder' has no segmentation annotations"),
     ({"models": {"m": {"encoder": "vit_s"}}}, "unknown SAM encoder 'vit_s'"),
-    ({"strategies": {"spft": {"encoder_lr": 0.1}}}, "unknown settings ['encoder_lr']"),
+    ({"strategies": {"spft": {"encoder_lr": 0.1}}}, "segmentation.strategies.spft.encoder_lr: unknown setting"),
 ])
 def test_config_errors_are_named(section, fragment):
     base = {"datasets": {"synth_cxr_dense": {}}, "models": {"sam": {}}, "strategies": {"ft": {}}}

@@ -271,7 +271,9 @@ def test_timm_vits_resolve_by_name():
     name = "timm_vit.vit_small_patch16_224"
     assert name in ARCHS
     spec = ARCHS.get(name)
-    assert spec.default_preprocess == {"resize": 248, "crop": 224}  # timm's eval transform (crop_pct 0.9)
+    # from the name, as the workflow plans without importing timm: crop 224, resize 224 x 256 / 224
+    assert spec.default_preprocess == {"resize": 256, "crop": 224}
+    assert ARCHS.get("timm_vit.vit_small_patch16_384").default_preprocess["crop"] == 384
     assert spec.imagenet_weights == "timm:vit_small_patch16_224"
     with torch.device("meta"):
         net = build_network(name, 4)

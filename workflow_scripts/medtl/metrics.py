@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
-METRICS = ("map", "accuracy", "auroc", "kappa", "macro_f1")
+from medtl.metric_names import METRICS
 HIGHER_IS_BETTER = {m: True for m in METRICS}
 
 

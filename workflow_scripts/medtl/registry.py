@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
+from medtl.settings import Settings
+
 T = TypeVar("T")
 
 
@@ -46,3 +48,21 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+
+class DeclaredRegistry(Registry[T]):
+    """A registry whose entries declare their settings: each must have a ``settings`` attribute that is a
+    :class:`medtl.settings.Settings` (an empty one for an entry without settings). The config check, the
+    defaults jobs use and the README's tables all read that declaration, so an entry without one is refused
+    when it is registered rather than accepted with settings nobody checks."""
+
+    def register(self, name: str) -> Callable[[T], T]:
+        add = super().register(name)
+
+        def declared(obj: T) -> T:
+            if not isinstance(getattr(obj, "settings", None), Settings):
+                raise TypeError(f"{self.kind} '{name}' has no settings declaration: give it "
+                                "settings=Settings(...) from medtl.settings (Settings() when it has none)")
+            return add(obj)
+
+        return declared

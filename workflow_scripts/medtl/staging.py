@@ -10,11 +10,24 @@ backbone); ``progressive: false`` unfreezes all ``top_k`` at once after the head
 The same settings names as the classification SPFT (``medtl.strategies.spft``), so a study
 reads the same way across tasks. Each task registers its strategies as :class:`DenseStrategy`
 entries (``medtl.detection.strategies``, ``medtl.segmentation.strategies``): whether the
-strategy is staged, and its settings with their defaults.
+strategy is staged, and the declaration of its settings (:mod:`medtl.settings`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from medtl.settings import Bool, Int, Settings
+
+
+def schedule_settings(head_epochs: int = 0, top_k: int | str = "all") -> Settings:
+    """The schedule's settings, shared by every dense strategy (plain fine-tuning ignores them), with a
+    strategy's own defaults."""
+    return Settings(
+        head_epochs=Int(head_epochs, minimum=0, doc="epochs that train the head alone"),
+        top_k=Int(top_k, minimum=0, also=("all",), doc="backbone units unfrozen after the head stage, from the top"),
+        unfreeze_every=Int(1, minimum=1, doc="epochs between two unfreezings"),
+        progressive=Bool(True, doc="unfreeze the top_k units one by one (false: all at once)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -61,20 +74,24 @@ class StageSchedule:
 
 @dataclass(frozen=True)
 class DenseStrategy:
-    """A registered dense-task strategy: whether it is staged, and its settings with defaults.
+    """A registered dense-task strategy: whether it is staged, and the declaration of its settings.
 
     A config entry may override any default (that is how an ablation switches one component
-    off) but may not add names the strategy does not know.
+    off) but may not add names the strategy does not know, nor values its declaration refuses.
     """
     staged: bool
-    defaults: dict = field(default_factory=dict)
+    settings: Settings
     description: str = ""
 
+    @property
+    def defaults(self) -> dict:
+        return dict(self.settings)
+
+    def problems(self, settings: dict, where: str) -> list[str]:
+        return self.settings.problems(settings, where)
+
     def resolve(self, settings: dict, where: str = "strategy") -> dict:
-        unknown = sorted(set(settings) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"{where}: unknown settings {unknown} (known: {sorted(self.defaults)})")
-        return {**self.defaults, **settings}
+        return self.settings.resolve(settings, where)
 
     def schedule(self, resolved: dict) -> StageSchedule:
         return StageSchedule.from_settings(resolved, staged=self.staged)
@@ -90,9 +107,5 @@ def check_strategies(kind: str, entries: dict, registry) -> list[str]:
             errors.append(f"{kind}.strategies.{name}: unknown strategy '{kind_name}' (set 'type' to one of: "
                           f"{', '.join(registry.names())})")
             continue
-        spec = registry.get(kind_name)
-        try:
-            spec.schedule(spec.resolve(entry, where=f"{kind}.strategies.{name}"))
-        except (TypeError, ValueError) as err:
-            errors.append(str(err) if str(err).startswith(kind) else f"{kind}.strategies.{name}: {err}")
+        errors += registry.get(kind_name).problems(entry, f"{kind}.strategies.{name}")
     return errors

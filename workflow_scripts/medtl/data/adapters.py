@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtl.data.options import TEST_FRACTION
 from medtl.data.registry import DATASETS, DatasetSpec, RawData
+from medtl.settings import Choice, Settings, Text, TextList
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -107,12 +109,29 @@ def read_image_folder(manifest: dict, options: dict) -> RawData:
                    paths=[str(root / p) for p in table["path"]])
 
 
+ROOT = Text(doc="the dataset's folder")
+CHANNELS = Choice(3, choices=(1, 3), doc="channels of the stored images (1: grayscale)")
+
 DATASETS.register("csv_table")(DatasetSpec(
     fetch=lambda raw, opts: existing_root(opts, "csv_table"), read=read_csv_table,
     metrics=("auroc", "map", "accuracy", "macro_f1"), primary_metric="auroc",
-    description="Your own data: a CSV of image paths (relative to root) and label columns."))
+    description="Your own data: a CSV of image paths (relative to root) and label columns.",
+    options=Settings(
+        root=ROOT,
+        csv=Text("labels.csv", doc="the label file, relative to root"),
+        path_column=Text("path", doc="column of image paths, relative to root"),
+        label_columns=TextList(None, nullable=True, doc="0/1 label columns (multilabel), or one column of class "
+                                                        "names; null: every other column"),
+        task=Choice("multilabel", choices=("multilabel", "multiclass", "binary"), doc="the classification task"),
+        classes=TextList(None, nullable=True, doc="class names of a class-name column, in order"),
+        group_column=Text("group", doc="column of patient ids (a patient stays in one split)"),
+        split_column=Text("split", doc="column of train/val/test; absent: the test split is drawn by patient"),
+        test_fraction=TEST_FRACTION,
+        channels=CHANNELS,
+    )))
 
 DATASETS.register("image_folder")(DatasetSpec(
     fetch=lambda raw, opts: existing_root(opts, "image_folder"), read=read_image_folder,
     metrics=("accuracy", "auroc", "kappa", "macro_f1"), primary_metric="accuracy",
-    description="Your own data: one sub-folder of images per class."))
+    description="Your own data: one sub-folder of images per class.",
+    options=Settings(root=ROOT, test_fraction=TEST_FRACTION, channels=CHANNELS)))

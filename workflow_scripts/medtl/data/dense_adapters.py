@@ -24,7 +24,9 @@ import pandas as pd
 from medtl.data.adapters import IMAGE_SUFFIXES, LabelFileError, _hash_fraction, existing_root
 from medtl.data.dense_registry import BOX_COLUMNS, DENSE_DATASETS, DETECTION, SEGMENTATION, DenseDatasetSpec, \
     DenseRaw
+from medtl.data.options import TEST_FRACTION
 from medtl.data.store import SPLITS
+from medtl.settings import Anything, Choice, Int, Settings, Text, TextList
 
 SPLIT_ALIASES = {"valid": "val", "validation": "val"}
 
@@ -182,12 +184,36 @@ def read_mask_folder(manifest: dict, options: dict) -> DenseRaw:
                     channels=int(options.get("channels", 1)), masks=masks)
 
 
+FOLDER_OPTIONS = Settings(
+    root=Text(doc="the dataset's folder"),
+    images=Text("images", doc="folder of the images, relative to root"),
+    splits_csv=Text(None, nullable=True, doc="CSV of image, split (and group), relative to root"),
+    test_fraction=TEST_FRACTION,
+    group_pattern=Text(None, nullable=True, doc="regex with one group: the patient id in a file stem"),
+    limit=Int(None, minimum=1, nullable=True, doc="keep a stable subset of this many images"),
+    channels=Choice(1, choices=(1, 3), doc="channels of the stored images"),
+)
+
 DENSE_DATASETS.register("yolo_folder")(DenseDatasetSpec(
     fetch=lambda raw, opts: existing_root(opts, "yolo_folder"),
     readers={DETECTION: read_yolo_folder},
-    description="Your own detection data: images/ and labels/ in the Ultralytics (YOLO) text format."))
+    description="Your own detection data: images/ and labels/ in the Ultralytics (YOLO) text format.",
+    options=Settings(
+        FOLDER_OPTIONS,
+        labels=Text("labels", doc="folder of the YOLO label files, relative to root"),
+        classes=TextList(None, nullable=True, doc="class names, by class index"),
+        classes_file=Text("classes.txt", doc="file of class names, one a line (without classes)"),
+    )))
 
 DENSE_DATASETS.register("mask_folder")(DenseDatasetSpec(
     fetch=lambda raw, opts: existing_root(opts, "mask_folder"),
     readers={SEGMENTATION: read_mask_folder},
-    description="Your own segmentation data: images plus one binary mask file per structure."))
+    description="Your own segmentation data: images plus one binary mask file per structure.",
+    options=Settings(
+        FOLDER_OPTIONS,
+        structures=Anything(meaning="a list of structure names, or structure -> index column",
+                            doc="the structures masked"),
+        index=Text(None, nullable=True, doc="CSV of image and one mask file column per structure"),
+        image_column=Text("image", doc="the index's image column"),
+        masks=Text("masks", doc="folder of masks/<structure>/<image stem>.* (without an index)"),
+    )))

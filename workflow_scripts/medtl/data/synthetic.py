@@ -21,6 +21,7 @@ from PIL import Image
 from medtl.data.adapters import read_csv_table
 from medtl.data.registry import DATASETS, DatasetSpec
 from medtl.io import atomic_path, write_json
+from medtl.settings import Int, Settings
 
 CXR_FINDINGS = ("cardiomegaly", "effusion", "nodule", "opacity")
 CXR_PREVALENCE = (0.35, 0.2, 0.15, 0.1)
@@ -152,6 +153,11 @@ def _single_label(raw: Path, options: dict, classes, freq, draw: Callable, name:
     return _write(raw, rows, images, name)
 
 
+def _options(seed: int, **counts: Int) -> Settings:
+    return Settings(seed=Int(seed, minimum=0, doc="seed of the generator"),
+                    size=Int(40, minimum=8, doc="side of the generated images, px"), **counts)
+
+
 def _csv(task: str, classes, channels: int):
     def read(manifest, options):
         opts = {"task": task, "channels": channels, "classes": list(classes)}
@@ -164,14 +170,14 @@ def _csv(task: str, classes, channels: int):
 DATASETS.register("synth_cxr")(DatasetSpec(
     fetch=generate_cxr, read=_csv("multilabel", CXR_FINDINGS, 1),
     metrics=("map", "auroc", "macro_f1"), primary_metric="map",
-    options={"seed": 0, "size": 40, "n_patients": 160},
+    options=_options(0, n_patients=Int(160, minimum=5, doc="patients (two views each)")),
     description="Synthetic chest-X-ray-like, grayscale, 4 imbalanced findings (multi-label), 2 views per patient."))
 
 DATASETS.register("synth_derm")(DatasetSpec(
     fetch=lambda raw, o: _single_label(raw, o, DERM_CLASSES, DERM_FREQ, derm_image, "synth_derm"),
     read=_csv("multiclass", DERM_CLASSES, 3),
     metrics=("accuracy", "auroc", "kappa", "macro_f1"), primary_metric="accuracy",
-    options={"seed": 1, "size": 40, "n": 320},
+    options=_options(1, n=Int(320, minimum=10, doc="images")),
     description="Synthetic dermoscopy-like, RGB, 3 imbalanced classes."))
 
 DATASETS.register("synth_source")(DatasetSpec(
@@ -179,5 +185,5 @@ DATASETS.register("synth_source")(DatasetSpec(
                                        "synth_source"),
     read=_csv("multiclass", SOURCE_CLASSES, 3),
     metrics=("accuracy",), primary_metric="accuracy",
-    options={"seed": 2, "size": 40, "n": 800},
+    options=_options(2, n=Int(800, minimum=10, doc="images")),
     description="Synthetic source domain (shapes and textures) for offline pretraining."))

@@ -25,6 +25,7 @@ from PIL import Image
 from medtl.data.dense_adapters import read_mask_folder, read_yolo_folder
 from medtl.data.dense_registry import DENSE_DATASETS, DETECTION, SEGMENTATION, DenseDatasetSpec
 from medtl.io import atomic_path
+from medtl.settings import Choice, Int, Number, Settings
 
 LESIONS = ("nodule", "opacity")
 LESION_RATE = (1.0, 0.45)            # expected lesions per image, by class
@@ -111,5 +112,11 @@ DENSE_DATASETS.register("synth_cxr_dense")(DenseDatasetSpec(
         SEGMENTATION: lambda manifest, o: read_mask_folder(manifest, {**o, "splits_csv": "splits.csv",
                                                                       "structures": list(STRUCTURES)}),
     },
-    options={"seed": 0, "size": 96, "n": 120, "test_fraction": 0.25, "channels": 1},
+    options=Settings(
+        seed=Int(0, minimum=0, doc="seed of the generator"),
+        size=Int(96, minimum=16, doc="side of the generated images, px"),
+        n=Int(120, minimum=10, doc="images"),
+        test_fraction=Number(0.25, above=0, below=1, doc="fraction of the images in the test split"),
+        channels=Choice(1, choices=(1, 3), doc="channels of the stored images"),
+    ),
     description="Synthetic chest-X-ray-like, grayscale: lesion boxes (nodule, opacity) and heart/lung masks."))

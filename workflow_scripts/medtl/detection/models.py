@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medtl.registry import Registry
+from medtl.settings import Bool, Choice, Int, Number, Settings, Table, Text
 
 PACKAGED_CFG = Path(__file__).resolve().parent / "cfg"
 
@@ -50,6 +51,32 @@ DETECTORS.register("rtdetr")(DetectorSpec(
     default_cfg="rtdetr-l.yaml", class_weights=False,
     description="Ultralytics RT-DETR: HGNetv2 backbone, AIFI encoder, CCFM neck, transformer decoder; its "
                 "varifocal/Hungarian loss has no per-class weights, so class-aware weighting does not apply."))
+
+
+# What a job uses for a training setting its config slice leaves out (``detection.training``, with a
+# model's own ``training`` over it); the workflow's schema carries the same defaults
+# (tests/test_detection.py keeps the two in step).
+TRAINING = Settings(
+    epochs=Int(100, minimum=1, doc="training epochs"),
+    batch_size=Int(16, minimum=1, doc="images per batch"),
+    imgsz=Int(None, minimum=32, nullable=True, doc="network input side; null: the prepared size"),
+    optimizer=Choice("AdamW", choices=("SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"), doc="optimizer"),
+    lr0=Number(0.001, above=0, doc="initial learning rate"),
+    lrf=Number(0.01, above=0, doc="final learning rate, as a fraction of lr0"),
+    momentum=Number(0.937, minimum=0, doc="SGD momentum / Adam beta1"),
+    weight_decay=Number(0.0005, minimum=0, doc="weight decay"),
+    warmup_epochs=Number(3.0, minimum=0, doc="warm-up epochs"),
+    nbs=Int(64, minimum=1, doc="nominal batch size: gradients accumulate to it"),
+    patience=Int(100, minimum=1, doc="epochs without a gain before stopping"),
+    device=Text("auto", pattern=r"auto|cpu|cuda(:[0-9]+)?", meaning="auto, cpu, cuda or cuda:<index>",
+                doc="where the job trains"),
+    workers=Int(4, minimum=0, doc="data-loading worker processes"),
+    amp=Bool(True, doc="bf16 autocast on a GPU; never on a CPU"),
+    deterministic=Bool(True, doc="deterministic algorithms"),
+    eval_batch_size=Int(32, minimum=1, doc="images per evaluation batch"),
+    predict_conf=Number(0.05, minimum=0, maximum=1, doc="lowest score of a saved test prediction"),
+    augment=Table({}, doc="Ultralytics augmentation arguments (mosaic, fliplr, scale, ...)"),
+)
 
 
 def resolve_cfg(cfg: str) -> str:

@@ -16,21 +16,30 @@ Both run through Ultralytics' own trainer; they differ only in what the callback
 """
 from __future__ import annotations
 
-from medtl.registry import Registry
-from medtl.staging import DenseStrategy
+from medtl.registry import DeclaredRegistry
+from medtl.settings import Bool, Number, Settings
+from medtl.staging import DenseStrategy, schedule_settings
 
-SCHEDULE = {"head_epochs": 0, "top_k": "all", "unfreeze_every": 1, "progressive": True}
+DETECTION_STRATEGIES: DeclaredRegistry[DenseStrategy] = DeclaredRegistry("detection strategy")
 
-DETECTION_STRATEGIES: Registry[DenseStrategy] = Registry("detection strategy")
+
+def _settings(ema: bool, cos_lr: bool, class_weights: float, **schedule) -> Settings:
+    return Settings(
+        schedule_settings(**schedule),
+        ema=Bool(ema, doc="validate, keep and test an exponential moving average of the weights"),
+        ema_decay=Number(0.9999, minimum=0, below=1, doc="the EMA's decay (Ultralytics ModelEMA)"),
+        ema_tau=Number(2000, above=0, doc="updates over which the EMA's decay warms up"),
+        cos_lr=Bool(cos_lr, doc="cosine learning-rate schedule (false: linear decay)"),
+        class_weights=Number(class_weights, minimum=0, doc="inverse class frequency to this power (cls_pw); "
+                                                            "only where the loss honours it (YOLO)"),
+    )
+
 
 DETECTION_STRATEGIES.register("ft")(DenseStrategy(
-    staged=False,
-    defaults={**SCHEDULE, "ema": False, "ema_decay": 0.9999, "ema_tau": 2000, "cos_lr": False, "class_weights": 0.0},
+    staged=False, settings=_settings(ema=False, cos_lr=False, class_weights=0.0),
     description="Plain fine-tuning of every layer."))
 
 DETECTION_STRATEGIES.register("spft")(DenseStrategy(
-    staged=True,
-    defaults={**SCHEDULE, "head_epochs": 2, "top_k": 3, "ema": True, "ema_decay": 0.9999, "ema_tau": 2000,
-              "cos_lr": True, "class_weights": 0.5},
+    staged=True, settings=_settings(ema=True, cos_lr=True, class_weights=0.5, head_epochs=2, top_k=3),
     description="Head-only stage, progressive unfreezing of backbone units, EMA, cosine schedule, "
                 "class-aware loss weights where the model's loss supports them."))

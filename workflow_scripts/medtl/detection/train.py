@@ -27,20 +27,14 @@ import pandas as pd
 from medtl.data.dense_store import load_dense_store
 from medtl.detection import offline
 from medtl.detection.export import DATA_YAML, index_of
-from medtl.detection.models import DETECTORS, resolve_cfg
+from medtl.detection.models import DETECTORS, TRAINING, resolve_cfg
 from medtl.detection.stages import StageController
 from medtl.detection.strategies import DETECTION_STRATEGIES
 from medtl.io import atomic_path, read_json, write_json
 
 METRICS = ("map50", "map50_95", "precision", "recall")
-# What a job uses for a training setting its config slice leaves out; the workflow's schema
-# carries the same defaults (tests/test_detection.py keeps the two in step).
-TRAINING_DEFAULTS = {
-    "epochs": 100, "batch_size": 16, "imgsz": None, "optimizer": "AdamW", "lr0": 0.001, "lrf": 0.01,
-    "momentum": 0.937, "weight_decay": 0.0005, "warmup_epochs": 3.0, "nbs": 64, "patience": 100,
-    "device": "auto", "workers": 4, "amp": True, "deterministic": True, "eval_batch_size": 32,
-    "predict_conf": 0.05, "augment": {},
-}
+# what a job uses for a training setting its config slice leaves out: the declaration's defaults
+TRAINING_DEFAULTS = TRAINING
 PRIMARY = "map50_95"
 TRAINED = "trained.json"  # in the checkpoint folder: training is over, only evaluation is left
 

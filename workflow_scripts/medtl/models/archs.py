@@ -1,14 +1,12 @@
-"""Architectures of the first study (ResNet-50, DenseNet-121, VGG-19) and small
-same-shaped ones for the CPU demo. Block splits follow the study: 6 / 9 / 6."""
+"""Architectures of the first study (ResNet-50, DenseNet-121, VGG-19: torchvision's) and small
+same-shaped ones for the CPU demo: their builders and block splits, which follow the study: 6 / 9 / 6.
+They are registered, without importing this module, in :mod:`medtl.models.spec`."""
 from __future__ import annotations
 
 from torch import nn
-from torchvision import models as tvm
 from torchvision.models.densenet import DenseNet
 from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.vgg import VGG, make_layers
-
-from medtl.models.network import ARCHS, ArchSpec
 
 
 def resnet_blocks(net: nn.Module) -> list[list[str]]:
@@ -36,25 +34,6 @@ def vgg_blocks(net: nn.Module) -> list[list[str]]:
     return stages + [["classifier"]]
 
 
-def _replace_vgg_head(net: VGG, num_classes: int) -> VGG:
-    net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, num_classes)
-    return net
-
-
-ARCHS.register("resnet50")(ArchSpec(
-    build=lambda k: tvm.resnet50(num_classes=k), blocks=resnet_blocks, head="fc", family="resnet",
-    default_preprocess={"resize": 232, "crop": 224}, imagenet_weights="ResNet50_Weights.IMAGENET1K_V2"))
-
-ARCHS.register("densenet121")(ArchSpec(
-    build=lambda k: tvm.densenet121(num_classes=k), blocks=densenet_blocks, head="classifier",
-    family="densenet", default_preprocess={"resize": 256, "crop": 224},
-    imagenet_weights="DenseNet121_Weights.IMAGENET1K_V1"))
-
-ARCHS.register("vgg19")(ArchSpec(
-    build=lambda k: tvm.vgg19(num_classes=k), blocks=vgg_blocks, head="classifier.6", family="vgg",
-    default_preprocess={"resize": 256, "crop": 224}, imagenet_weights="VGG19_Weights.IMAGENET1K_V1"))
-
-
 # Demo sizes: the same families and block splits, small enough for a 2-core CPU at 32 px.
 class TinyResNet(ResNet):
     """torchvision's ResNet with one BasicBlock per stage and narrow widths."""
@@ -74,18 +53,9 @@ class TinyResNet(ResNet):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-ARCHS.register("resnet_tiny")(ArchSpec(
-    build=TinyResNet, blocks=resnet_blocks, head="fc",
-    family="resnet", default_preprocess={"resize": 36, "crop": 32}))
-
-
-def _densenet_tiny(k: int) -> DenseNet:
-    return DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, bn_size=2, num_classes=k)
-
-
-ARCHS.register("densenet_tiny")(ArchSpec(
-    build=_densenet_tiny, blocks=densenet_blocks, head="classifier", family="densenet",
-    default_preprocess={"resize": 36, "crop": 32}))
+def densenet_tiny(num_classes: int) -> DenseNet:
+    return DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, bn_size=2,
+                    num_classes=num_classes)
 
 
 class TinyVGG(VGG):
@@ -102,10 +72,3 @@ class TinyVGG(VGG):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-
-
-ARCHS.register("vgg_tiny")(ArchSpec(
-    build=TinyVGG, blocks=vgg_blocks, head="classifier.6", family="vgg",
-    default_preprocess={"resize": 36, "crop": 32}))
-
-from medtl.models import vit  # noqa: E402,F401  (ViT encoders: rad_dino, vit_tiny, timm_vit.<timm name>)

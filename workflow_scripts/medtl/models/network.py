@@ -1,72 +1,10 @@
 """A network split into ordered parameter blocks, the unit every strategy freezes and unfreezes."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 from torch import nn
 
-from medtl.registry import Registry, UnknownNameError
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """How to build one architecture and where its blocks are.
-
-    ``blocks`` lists, first to last, the module-name prefixes of each parameter
-    block; the last block holds ``head``, the layer replaced for the target task.
-    """
-    build: Callable[[int], nn.Module]
-    blocks: Callable[[nn.Module], list[list[str]]]
-    head: str
-    family: str
-    default_preprocess: dict = field(default_factory=lambda: {"resize": 256, "crop": 224})
-    imagenet_weights: str | None = None  # torchvision weights enum, "ResNet50_Weights.IMAGENET1K_V2"
-
-
-class ArchRegistry(Registry[ArchSpec]):
-    """The architecture registry, plus families of names resolved on first use:
-    after ``register_family("timm_vit.", make)``, looking up ``"timm_vit.vit_small_patch16_224"``
-    registers ``make("vit_small_patch16_224")`` under that name (``make`` raises ValueError for a
-    name it cannot build, and the lookup then fails with that reason)."""
-
-    def __init__(self, kind: str):
-        super().__init__(kind)
-        self._families: dict[str, Callable[[str], ArchSpec]] = {}
-
-    def register_family(self, prefix: str, make: Callable[[str], ArchSpec]) -> Callable[[str], ArchSpec]:
-        self._families[prefix] = make
-        return make
-
-    def _resolve(self, name: str) -> str | None:
-        """None when ``name`` is (now) registered, else why it is not."""
-        if name in self._items:
-            return None
-        for prefix, make in self._families.items():
-            if isinstance(name, str) and name.startswith(prefix) and len(name) > len(prefix):
-                try:
-                    self.register(name)(make(name[len(prefix):]))
-                except ValueError as err:
-                    return str(err)
-                return None
-        return ""
-
-    def get(self, name: str) -> ArchSpec:
-        why = self._resolve(name)
-        if why is None:
-            return super().get(name)
-        raise UnknownNameError(f"unknown {self.kind} '{name}': {why}" if why else
-                               f"unknown {self.kind} '{name}'; known {self.kind}s: {', '.join(self.names())}")
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._resolve(name) is None
-
-    def names(self) -> list[str]:
-        return super().names() + [f"{prefix}<name>" for prefix in sorted(self._families)]
-
-
-ARCHS = ArchRegistry("architecture")
+from medtl.models.spec import ARCHS, ArchSpec  # noqa: F401  (the registry, importable without PyTorch)
 
 
 def _belongs(name: str, prefix: str) -> bool:

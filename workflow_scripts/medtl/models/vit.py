@@ -22,18 +22,17 @@ Registered names:
   patches), the shape of ``microsoft/rad-dino``; its weights come from the hub (weights type ``hub``,
   :func:`dinov2_to_timm` converts the transformers state dict), randomly initialised otherwise;
 - ``vit_tiny``: the same structure at demo size (32 px, patch 4, width 64, depth 4, 4 heads);
-- ``timm_vit.<timm model name>``, e.g. ``timm_vit.vit_small_patch16_224``: any timm ViT, resolved on
-  first use; weights type ``imagenet`` fetches timm's pretrained weights for it.
+- ``timm_vit.<timm model name>``, e.g. ``timm_vit.vit_small_patch16_224``: any ViT of timm's
+  ``vision_transformer`` module; weights type ``imagenet`` fetches timm's pretrained weights for it.
+
+They are registered, without importing this module, in :mod:`medtl.models.spec`.
 """
 from __future__ import annotations
 
-import math
 import re
 
 import torch
 from torch import nn
-
-from medtl.models.network import ARCHS, ArchSpec
 
 HIDDEN = 512
 DROPOUT = 0.2
@@ -90,50 +89,22 @@ def vit_blocks(net: nn.Module) -> list[list[str]]:
     return [embeddings, *layers, [t for t in late if t in tops]]
 
 
-# -- RAD-DINO and the demo ViT ----------------------------------------------------------------------
-# layer scale as in DINOv2 (timm's vit_base_patch14_dinov2 starts it at 1e-5; loaded weights replace it);
-# the demo ViT trains from scratch on a few hundred images, so its layers start less damped
-RAD_DINO_SHAPE = dict(img_size=518, patch_size=14, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
-                      init_values=1e-5)
-VIT_TINY_SHAPE = dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=4.0,
-                      init_values=0.1)
-
-ARCHS.register("rad_dino")(ArchSpec(
-    build=lambda k: build_vit(k, **RAD_DINO_SHAPE), blocks=vit_blocks, head="head", family="vit",
-    # RAD-DINO's image processor: shorter side to 518, centre crop 518 (37 x 37 patches of 14 px)
-    default_preprocess={"resize": 518, "crop": 518}))
-
-ARCHS.register("vit_tiny")(ArchSpec(
-    build=lambda k: build_vit(k, **VIT_TINY_SHAPE), blocks=vit_blocks, head="head", family="vit",
-    default_preprocess={"resize": 36, "crop": 32}))
-
-
 # -- any timm ViT by name -----------------------------------------------------------------------------
-def timm_vit_spec(model: str) -> ArchSpec:
-    """The spec of ``timm_vit.<model>``; ValueError (the reason) for a name timm cannot build as a ViT."""
+def build_timm_vit(num_classes: int, model: str) -> nn.Module:
+    """``timm_vit.<model>``: timm's ViT ``model`` with the mean-of-patch-tokens features and the MLP head;
+    ValueError (the reason) for a model that cannot be used so."""
     import timm
 
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", model) or not timm.is_model(model):
-        raise ValueError(f"timm has no model '{model}' (see timm.list_models('vit_*'))")
     try:
-        with torch.device("meta"):  # shapes only: checks the name without allocating weights
-            probe = _with_head(timm.create_model(model, pretrained=False, num_classes=2, **VIT_OPTIONS), 2)
-    except (TypeError, ValueError, AssertionError, RuntimeError, NotImplementedError) as err:
+        net = timm.create_model(model, pretrained=False, num_classes=num_classes, **VIT_OPTIONS)
+    except RuntimeError as err:  # timm's "Unknown model"
+        raise ValueError(f"timm has no model '{model}' ({err})") from None
+    except (TypeError, ValueError, AssertionError, NotImplementedError) as err:
         raise ValueError(f"timm model '{model}' cannot be used as a ViT encoder here: {err}") from None
-    cfg = dict(getattr(probe, "pretrained_cfg", None) or {})
-    crop = int(cfg.get("input_size", (3, 224, 224))[-1])
-    resize = int(math.floor(crop / float(cfg.get("crop_pct") or 1.0)))  # timm's eval transform
-    has_weights = bool(cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file"))
-
-    def build(k: int) -> nn.Module:
-        return _with_head(timm.create_model(model, pretrained=False, num_classes=k, **VIT_OPTIONS), k)
-
-    return ArchSpec(build=build, blocks=vit_blocks, head="head", family="vit",
-                    default_preprocess={"resize": resize, "crop": crop},
-                    imagenet_weights=f"timm:{model}" if has_weights else None)
-
-
-ARCHS.register_family("timm_vit.", timm_vit_spec)
+    try:
+        return _with_head(net, num_classes)
+    except ValueError as err:
+        raise ValueError(f"timm model '{model}' cannot be used as a ViT encoder here: {err}") from None
 
 
 # -- weights ---------------------------------------------------------------------------------------------

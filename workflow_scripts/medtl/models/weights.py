@@ -1,5 +1,5 @@
-"""Starting weights for fine-tuning: ImageNet (torchvision, or timm's for ``timm_vit.*``, fetched once
-into a cache by a local rule), a Hugging Face hub checkpoint (``hub``: RAD-DINO), the pipeline's own
+"""Starting weights for fine-tuning: ImageNet (torchvision's, or timm's for ``timm_vit.*``,
+fetched once into a cache by a local rule), a Hugging Face hub checkpoint (``hub``: RAD-DINO), the pipeline's own
 pretraining, a user checkpoint, or none."""
 from __future__ import annotations
 
@@ -64,7 +64,15 @@ def _hf_cache(cache_dir: str | os.PathLike) -> Path:
 def fetch_timm(arch: str, model: str, out: str | os.PathLike, cache_dir: str | os.PathLike) -> None:
     """timm's default pretrained weights of ``model`` (from the Hugging Face hub) as the backbone of ``arch``."""
     import timm
+    from timm.models import is_model_pretrained
 
+    # the workflow checked the name against timm's sources as text; here timm itself answers
+    if not timm.is_model(model):
+        raise ValueError(f"architecture '{arch}': timm has no model '{model}' (timm {timm.__version__}; "
+                         "see timm.list_models())")
+    if not is_model_pretrained(model):
+        raise ValueError(f"architecture '{arch}': timm has no pretrained weights for '{model}'; use weights type "
+                         "'pretrain', 'checkpoint' or 'none'")
     cache = _hf_cache(cache_dir)
     print(f"[weights] fetching timm '{model}' into {cache}", file=sys.stderr, flush=True)
     try:

@@ -14,36 +14,17 @@ and depth, for the CPU demo only.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from medtl.registry import Registry
+from medtl.segmentation.spec import ENCODERS, EncoderSpec  # noqa: F401  (registered without PyTorch)
 
 PATCH = 16
 PROMPT_DIM = 256
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    embed_dim: int
-    depth: int
-    num_heads: int
-    global_attn_indexes: tuple[int, ...]
-    window_size: int = 14
-    description: str = ""
-
-
-ENCODERS: Registry[EncoderSpec] = Registry("SAM image encoder")
-ENCODERS.register("vit_b")(EncoderSpec(768, 12, 12, (2, 5, 8, 11), description="SAM ViT-B (official, 91M)"))
-ENCODERS.register("vit_l")(EncoderSpec(1024, 24, 16, (5, 11, 17, 23), description="SAM ViT-L (official, 308M)"))
-ENCODERS.register("vit_h")(EncoderSpec(1280, 32, 16, (7, 15, 23, 31), description="SAM ViT-H (official, 636M)"))
-ENCODERS.register("vit_tiny")(EncoderSpec(96, 4, 3, (1, 3), window_size=4,
-                                          description="demo only: SAM's ViT at width 96, depth 4"))
 
 
 def build_sam(encoder: str = "vit_b", img_size: int = 1024, checkpoint: str | os.PathLike | None = None):

@@ -12,22 +12,31 @@ The prompt encoder is frozen under both (box prompts keep the meaning SAM gave t
 """
 from __future__ import annotations
 
-from medtl.registry import Registry
-from medtl.staging import DenseStrategy
+from medtl.registry import DeclaredRegistry
+from medtl.settings import Bool, Int, Number, Settings
+from medtl.staging import DenseStrategy, schedule_settings
 
-SCHEDULE = {"head_epochs": 0, "top_k": "all", "unfreeze_every": 1, "progressive": True}
+SEGMENTATION_STRATEGIES: DeclaredRegistry[DenseStrategy] = DeclaredRegistry("segmentation strategy")
 
-SEGMENTATION_STRATEGIES: Registry[DenseStrategy] = Registry("segmentation strategy")
+
+def _settings(ema: bool, ema_decay: float, cos_lr: bool, encoder_lr_ratio: float, **schedule) -> Settings:
+    return Settings(
+        schedule_settings(**schedule),
+        ema=Bool(ema, doc="validate and test an exponential moving average of the weights"),
+        ema_decay=Number(ema_decay, minimum=0, below=1, doc="the EMA's decay"),
+        cos_lr=Bool(cos_lr, doc="cosine learning-rate schedule after the warm-up (false: constant)"),
+        warmup_epochs=Int(0, minimum=0, doc="linear warm-up epochs"),
+        encoder_lr_ratio=Number(encoder_lr_ratio, minimum=0, doc="the image encoder's learning rate, as a "
+                                                                  "fraction of the mask decoder's"),
+    )
+
 
 SEGMENTATION_STRATEGIES.register("ft")(DenseStrategy(
-    staged=False,
-    defaults={**SCHEDULE, "ema": False, "ema_decay": 0.999, "cos_lr": False, "warmup_epochs": 0,
-              "encoder_lr_ratio": 1.0},
+    staged=False, settings=_settings(ema=False, ema_decay=0.999, cos_lr=False, encoder_lr_ratio=1.0),
     description="Plain fine-tuning of the mask decoder and the whole image encoder."))
 
 SEGMENTATION_STRATEGIES.register("spft")(DenseStrategy(
-    staged=True,
-    defaults={**SCHEDULE, "head_epochs": 2, "top_k": 4, "ema": True, "ema_decay": 0.99, "cos_lr": True,
-              "warmup_epochs": 0, "encoder_lr_ratio": 0.1},
+    staged=True, settings=_settings(ema=True, ema_decay=0.99, cos_lr=True, encoder_lr_ratio=0.1, head_epochs=2,
+                                    top_k=4),
     description="Mask-decoder-only stage, progressive unfreezing of the top encoder blocks, differential "
                 "learning rates, EMA, cosine schedule."))

@@ -20,17 +20,13 @@ import torch
 from medtl.data.dense_store import load_dense_store
 from medtl.io import atomic_path, write_json
 from medtl.segmentation.sam import build_sam
+from medtl.segmentation.spec import MODEL_DEFAULTS, TRAINING
 from medtl.segmentation.strategies import SEGMENTATION_STRATEGIES
 from medtl.segmentation.trainer import LoopSettings, SamTuner, SegData
 
 PRIMARY = "dice"
-# What a job uses for a setting its config slice leaves out; the workflow's schema carries the
-# same defaults (tests/test_segmentation.py keeps the two in step).
-TRAINING_DEFAULTS = {
-    "epochs": 20, "batch_size": 4, "eval_batch_size": 8, "lr": 0.0001, "weight_decay": 0.01,
-    "box_jitter": 0.1, "patience": 100, "dice_weight": 1.0, "bce_weight": 1.0, "device": "auto", "amp": True,
-}
-MODEL_DEFAULTS = {"encoder": "vit_b", "img_size": 1024}
+# what a job uses for a setting its config slice leaves out: the declaration's defaults
+TRAINING_DEFAULTS = TRAINING
 
 
 def signature(hp: dict) -> str:

@@ -27,29 +27,14 @@ import math
 import torch
 from torch import nn
 
-from medtl.strategies.base import STRATEGIES, Strategy
+from medtl.strategies.base import Strategy
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-@STRATEGIES.register("auto_rgn")
 class AutoRGN(Strategy):
-    defaults = {"probe_batches": 5, "norm_layers": "frozen", "reset_optimizer": True}
-    positive_ints = ("probe_batches",)
-
-    @classmethod
-    def check_settings(cls, settings):
-        problems = super().check_settings(settings)
-        mode = settings.get("norm_layers", cls.defaults["norm_layers"])
-        if mode not in ("frozen", "rgn"):
-            problems.append(f"'norm_layers' must be 'frozen' or 'rgn', got {mode!r}")
-        reset = settings.get("reset_optimizer", cls.defaults["reset_optimizer"])
-        if not isinstance(reset, bool):
-            problems.append(f"'reset_optimizer' must be true or false, got {reset!r}")
-        return problems
-
-    def __init__(self, ctx, **settings):
-        super().__init__(ctx, **settings)
+    def __init__(self, ctx, settings):
+        super().__init__(ctx, settings)
         self.frozen_norm = self._norm_parameters() if self.settings["norm_layers"] == "frozen" else set()
         self.last_rgn: dict[str, float] = {}
         self.last_rates: dict[str, float] = {}

@@ -3,7 +3,8 @@
 The trainer owns the loop (batches, evaluation, early stopping, checkpoints);
 a strategy decides which parameters train in each epoch, with which optimizer
 and rates, what is added to the loss, and which weights are evaluated.
-Adding a strategy = one module with a subclass registered by name.
+Adding a strategy = one module with a subclass, and its declaration (settings, what trains) in
+``medtl.strategies.declarations``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import torch
 from torch import nn
 
 from medtl.models.network import Network
-from medtl.registry import Registry
 
 
 @dataclass
@@ -36,33 +36,14 @@ class Context:
 
 
 class Strategy:
-    #: settings with their defaults; config values override them and unknown keys are refused
-    defaults: dict[str, Any] = {}
+    """Built by its declaration (``STRATEGIES.get(name)(ctx, **settings)``), which checks the config's
+    settings and fills in the defaults: ``settings`` here is complete and valid."""
     #: metric for early stopping, None = the dataset's primary metric
     monitor: str | None = None
 
-    #: settings that must be integers of at least 1 (epoch counts, schedule periods)
-    positive_ints: tuple[str, ...] = ()
-
-    @classmethod
-    def check_settings(cls, settings: dict) -> list[str]:
-        """Problems with ``settings`` (config values), found before any job starts."""
-        problems = []
-        unknown = sorted(set(settings) - set(cls.defaults) - {"type"})
-        if unknown:
-            problems.append(f"unknown settings {unknown} (known: {sorted(cls.defaults)})")
-        for key in cls.positive_ints:
-            value = settings.get(key, cls.defaults.get(key))
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"'{key}' must be an integer of at least 1, got {value!r}")
-        return problems
-
-    def __init__(self, ctx: Context, **settings: Any):
-        problems = self.check_settings(settings)
-        if problems:
-            raise ValueError(f"strategy {type(self).__name__}: {'; '.join(problems)}")
+    def __init__(self, ctx: Context, settings: dict[str, Any]):
         self.ctx = ctx
-        self.settings = {**self.defaults, **{k: v for k, v in settings.items() if k != "type"}}
+        self.settings = dict(settings)
         self.net = ctx.net
 
     # -- which parameters train -------------------------------------------------
@@ -144,5 +125,3 @@ class Strategy:
         """Resolved settings, written next to the job's results."""
         return dict(self.settings)
 
-
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")

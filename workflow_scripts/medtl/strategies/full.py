@@ -1,7 +1,6 @@
 """FT: every parameter trains from the start."""
-from medtl.strategies.base import STRATEGIES, Strategy
+from medtl.strategies.base import Strategy
 
 
-@STRATEGIES.register("ft")
 class FullFineTuning(Strategy):
     pass

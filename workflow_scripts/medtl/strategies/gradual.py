@@ -1,12 +1,10 @@
 """Gradual unfreezing: the head trains from the start and one more block is
 unfreezed every ``unfreeze_every`` epochs, from the last block back (G-LF) or
 from the first block on (G-FL)."""
-from medtl.strategies.base import STRATEGIES, Strategy
+from medtl.strategies.base import Strategy
 
 
 class _Gradual(Strategy):
-    defaults = {"unfreeze_every": 1}
-    positive_ints = ("unfreeze_every",)
     last_first = True
 
     def n_unfrozen(self, epoch: int) -> int:
@@ -20,11 +18,9 @@ class _Gradual(Strategy):
         return set(chosen) | {head_block}
 
 
-@STRATEGIES.register("g_lf")
 class GradualLastFirst(_Gradual):
     last_first = True
 
 
-@STRATEGIES.register("g_fl")
 class GradualFirstLast(_Gradual):
     last_first = False

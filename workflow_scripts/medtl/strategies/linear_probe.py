@@ -1,5 +1,5 @@
 """LP: only the new head trains; the backbone, BatchNorm statistics included, stays as pretrained."""
-from medtl.strategies.base import STRATEGIES, Strategy
+from medtl.strategies.base import Strategy
 
 
 class FrozenBackboneStages:
@@ -11,15 +11,11 @@ class FrozenBackboneStages:
     architecture, weights) and those epochs train on it (medtl.training.features)."""
 
     #: some epochs train only the head on a frozen backbone: cached features can stand in for it
+    #: (which settings give such epochs: the declaration's ``frozen_backbone_when``)
     frozen_backbone = True
 
     def backbone_frozen(self, epoch: int) -> bool:
         raise NotImplementedError
-
-    @classmethod
-    def freezes_backbone_with(cls, settings: dict) -> bool:
-        """Whether a run with these (config) settings has any frozen-backbone epoch."""
-        return True
 
     def on_epoch_start(self, epoch, optimizer, probe) -> None:
         self._epoch = epoch
@@ -36,7 +32,6 @@ class FrozenBackboneStages:
             self.net.head_module().train()
 
 
-@STRATEGIES.register("lp")
 class LinearProbing(FrozenBackboneStages, Strategy):
     def trainable_blocks(self, epoch: int) -> set[int]:
         return set()

@@ -1,11 +1,9 @@
 """LP-FT (Kumar et al., 2022): linear probing for ``lp_epochs``, then full fine-tuning."""
-from medtl.strategies.base import STRATEGIES, Strategy
+from medtl.strategies.base import Strategy
 from medtl.strategies.linear_probe import FrozenBackboneStages
 
 
-@STRATEGIES.register("lp_ft")
 class LinearProbeThenFineTune(FrozenBackboneStages, Strategy):
-    defaults = {"lp_epochs": 2}
 
     def trainable_blocks(self, epoch: int) -> set[int] | None:
         return set() if self.backbone_frozen(epoch) else None
@@ -13,7 +11,3 @@ class LinearProbeThenFineTune(FrozenBackboneStages, Strategy):
     def backbone_frozen(self, epoch: int) -> bool:
         """The LP stage: the head alone trains on the frozen backbone's (cacheable) features."""
         return epoch < int(self.settings["lp_epochs"])
-
-    @classmethod
-    def freezes_backbone_with(cls, settings: dict) -> bool:
-        return int(settings.get("lp_epochs", cls.defaults["lp_epochs"])) > 0

@@ -6,14 +6,12 @@ where w_S are the pretrained parameters and w_head the new head.
 """
 import torch
 
-from medtl.strategies.base import STRATEGIES, Strategy
+from medtl.strategies.base import Strategy
 
 
 class _StartingPoint(Strategy):
-    defaults = {"alpha": 0.01, "beta": 0.01}
-
-    def __init__(self, ctx, **settings):
-        super().__init__(ctx, **settings)
+    def __init__(self, ctx, settings):
+        super().__init__(ctx, settings)
         named = list(self.net.named_block_parameters())
         self._pretrained = [(p, ctx.init_state[n].to(p.device)) for n, _, head, p in named if not head]
         self._head = [p for _, _, head, p in named if head]
@@ -28,13 +26,11 @@ class _StartingPoint(Strategy):
         return alpha * sp + beta / 2 * head
 
 
-@STRATEGIES.register("l2_sp")
 class L2SP(_StartingPoint):
     def distance(self, diff):
         return diff.pow(2).sum() / 2
 
 
-@STRATEGIES.register("l1_sp")
 class L1SP(_StartingPoint):
     def distance(self, diff):
         return diff.abs().sum()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from timm.utils.model_ema import ModelEmaV3
 
-from medtl.strategies.base import STRATEGIES, Strategy
+from medtl.strategies.base import Strategy
 
 
 def count_weights(task: str, targets: np.ndarray) -> np.ndarray:
@@ -53,40 +53,9 @@ def refine_weights(weights: np.ndarray, per_class_auc, gamma: float) -> np.ndarr
     return w / w.mean()
 
 
-@STRATEGIES.register("spft")
 class SPFT(Strategy):
-    defaults = {
-        "head_epochs": 2,
-        "top_k": 2,
-        "unfreeze_every": 1,
-        "progressive": True,
-        "class_weights": True,
-        "refine_gamma": 0.5,
-        "ema": True,
-        "ema_decay": 0.99,
-        "encoder_lr_ratio": 0.06,
-        "weight_decay": 0.05,
-        "warmup_epochs": 0,
-        "amp": True,
-        "monitor": "auroc",
-        "components_from": "stage2",
-    }
-
-    positive_ints = ("unfreeze_every",)
-
-    @classmethod
-    def check_settings(cls, settings):
-        problems = super().check_settings(settings)
-        top_k = settings.get("top_k", cls.defaults["top_k"])
-        if top_k != "all" and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-            problems.append(f"'top_k' must be 'all' or an integer of at least 0, got {top_k!r}")
-        start = settings.get("components_from", cls.defaults["components_from"])
-        if start not in ("stage2", "start"):
-            problems.append(f"'components_from' must be 'stage2' (the paper's Fig. 6) or 'start', got {start!r}")
-        return problems
-
-    def __init__(self, ctx, **settings):
-        super().__init__(ctx, **settings)
+    def __init__(self, ctx, settings):
+        super().__init__(ctx, settings)
         s = self.settings
         self.monitor = s["monitor"]
         self._weights = (count_weights(ctx.task, ctx.train_targets) if s["class_weights"]

@@ -28,25 +28,12 @@ import numpy as np
 import torch
 
 from medtl.io import write_json
-
-FEATURES_VERSION = 1
+# answered without PyTorch, so that the workflow can ask while it plans
+from medtl.strategies.spec import uses_frozen_features
+from medtl.training.spec import FEATURES_VERSION, describe  # noqa: F401
 
 
 # -- which strategies use them ----------------------------------------------------------------------
-def uses_frozen_features(strategy, settings: dict | None = None, frozen_bn: str | None = None) -> bool:
-    """Whether a strategy (class or instance) declares epochs that train only the head on a frozen
-    backbone (class attribute ``frozen_backbone``), so that cached features can replace the backbone;
-    with ``settings``, whether a run with those settings has such an epoch (LP-FT with lp_epochs 0 has none).
-    Only with the frozen blocks in eval mode (``training.frozen_bn: eval``, an instance's ``ctx.frozen_bn``):
-    with their BatchNorm statistics adapting, the head's input changes with every batch."""
-    ctx = getattr(strategy, "ctx", None)
-    mode = frozen_bn or (ctx.frozen_bn if ctx is not None else "eval")
-    if mode != "eval" or not getattr(strategy, "frozen_backbone", False):
-        return False
-    check = getattr(strategy, "freezes_backbone_with", None)
-    return True if settings is None or check is None else bool(check(settings))
-
-
 def backbone_frozen(strategy, epoch: int) -> bool:
     """Whether, in ``epoch``, ``strategy`` trains only the head with everything before it in eval mode."""
     check = getattr(strategy, "backbone_frozen", None)
@@ -99,16 +86,6 @@ def load_rows(path: str | os.PathLike, n_rows: int | None = None) -> np.ndarray:
 
 
 # -- backbone features of the classification networks ---------------------------------------------------
-def describe(arch: str, weights: dict | None, normalize: dict | None) -> dict:
-    """What cached backbone features depend on, besides the store: checked when a job loads them."""
-    from medtl.training.batches import IMAGENET_MEAN, IMAGENET_STD
-
-    normalize = normalize or {}
-    return {"version": FEATURES_VERSION, "arch": arch, "weights": weights,
-            "mean": [float(v) for v in normalize.get("mean", IMAGENET_MEAN)],
-            "std": [float(v) for v in normalize.get("std", IMAGENET_STD)]}
-
-
 @torch.no_grad()
 def backbone_features(net, x: torch.Tensor) -> torch.Tensor:
     """The head's input for a normalised batch, float32 (B, D); ``net`` is expected in eval mode."""

@@ -1,6 +1,8 @@
-"""Checks that a JSON schema cannot make: names against the registries, settings
-against each strategy's known keys, and references between sections. Runs when
-the workflow is parsed, so a bad config stops before any job starts."""
+"""Checks that a JSON schema cannot make: names against the registries, settings against each
+strategy's and dataset source's declaration (type, range, known keys), and references between
+sections. Runs when the workflow is parsed, so a bad config stops before any job starts; it reads
+only the registries' declarations, never PyTorch, so that planning stays light.
+"""
 from __future__ import annotations
 
 import json
@@ -21,7 +23,8 @@ def canonical(obj) -> str:
 
 def check_config(config: dict) -> None:
     from medtl.data import DATASETS
-    from medtl.models.network import ARCHS
+    from medtl.data.options import declared_options
+    from medtl.models.spec import ARCHS
     from medtl.strategies import STRATEGIES
 
     errors: list[str] = []
@@ -31,19 +34,28 @@ def check_config(config: dict) -> None:
             if kind not in DATASETS:
                 errors.append(f"{section}.{key}: unknown dataset '{kind}' (set 'type' to one of: "
                               f"{', '.join(DATASETS.names())})")
+                continue
+            errors += declared_options(DATASETS.get(kind).options).problems(
+                (entry or {}).get("options"), f"{section}.{key}.options")
     for key, entry in config["architectures"].items():
         kind = (entry or {}).get("type", key)
         if kind not in ARCHS:
-            errors.append(f"architectures.{key}: unknown architecture '{kind}' (known: {', '.join(ARCHS.names())})")
+            errors.append(f"architectures.{key}: {ARCHS.why_unknown(kind)}")
             continue
+        spec = ARCHS.get(kind)
         weights = (entry or {}).get("weights", {"type": "none"})
         if weights["type"] == "pretrain" and weights.get("dataset") not in config.get("source_datasets", {}):
             errors.append(f"architectures.{key}.weights.dataset: '{weights.get('dataset')}' must be a key of "
                           "source_datasets")
         if weights["type"] == "checkpoint" and not weights.get("path"):
             errors.append(f"architectures.{key}.weights.path: a checkpoint needs a path")
-        if weights["type"] == "imagenet" and not ARCHS.get(kind).imagenet_weights:
+        if weights["type"] == "imagenet" and not spec.imagenet_weights:
             errors.append(f"architectures.{key}.weights: '{kind}' has no ImageNet weights; use pretrain or none")
+        preprocess = {**spec.default_preprocess, **(entry or {}).get("preprocess", {})}
+        if preprocess["crop"] > preprocess["resize"]:
+            errors.append(f"architectures.{key}.preprocess.crop: {preprocess['crop']} is larger than resize "
+                          f"{preprocess['resize']} (the shorter side): the crop would be padded with black; "
+                          "allowed: crop <= resize")
     for key, entry in config["strategies"].items():
         entry = entry or {}
         kind = entry.get("type", key)
@@ -52,8 +64,7 @@ def check_config(config: dict) -> None:
                           f"{', '.join(STRATEGIES.names())})")
             continue
         settings = {k: v for k, v in entry.items() if k not in SELECTION_KEYS}
-        for problem in STRATEGIES.get(kind).check_settings(settings):
-            errors.append(f"strategies.{key}: {problem} for strategy '{kind}'")
+        errors += STRATEGIES.get(kind).problems(settings, f"strategies.{key}")
     for key, entry in config["architectures"].items():
         for section in ("datasets", "strategies"):
             for name in (entry or {}).get(section, []):

@@ -1,7 +1,8 @@
 """Checks of the optional ``detection`` and ``segmentation`` config sections that the JSON
-schema cannot make: names against the dense registries, strategy settings against each
-strategy's known keys, per-model training overrides against the training keys, checkpoint
-paths. Runs when the workflow is parsed, so a bad config stops before any job starts."""
+schema cannot make: names against the dense registries, dataset options, strategy settings and
+per-model training overrides against their declarations, checkpoint paths. Runs when the workflow
+is parsed, so a bad config stops before any job starts; it reads only declarations, never PyTorch.
+"""
 from __future__ import annotations
 
 from medtl.workflow.config import ConfigError
@@ -9,12 +10,13 @@ from medtl.workflow.config import ConfigError
 TASKS = ("detection", "segmentation")
 
 
-def _training_keys(task: str) -> set[str]:
+def training_settings(task: str):
+    """The declaration of a dense task's training settings (a model's ``training`` overrides them)."""
     if task == "detection":
-        from medtl.detection.train import TRAINING_DEFAULTS
+        from medtl.detection.models import TRAINING
     else:
-        from medtl.segmentation.train import TRAINING_DEFAULTS
-    return set(TRAINING_DEFAULTS)
+        from medtl.segmentation.spec import TRAINING
+    return TRAINING
 
 
 def _weights_errors(where: str, weights: dict | None) -> list[str]:
@@ -26,6 +28,7 @@ def _weights_errors(where: str, weights: dict | None) -> list[str]:
 
 def check_dense_config(config: dict) -> None:
     from medtl.data import DENSE_DATASETS
+    from medtl.data.options import declared_options
     from medtl.staging import check_strategies
 
     errors: list[str] = []
@@ -41,7 +44,11 @@ def check_dense_config(config: dict) -> None:
             elif task not in DENSE_DATASETS.get(kind).tasks:
                 errors.append(f"{task}.datasets.{key}: '{kind}' has no {task} annotations "
                               f"(it supports: {', '.join(DENSE_DATASETS.get(kind).tasks)})")
-        known_training = _training_keys(task)
+            else:
+                errors += declared_options(DENSE_DATASETS.get(kind).options).problems(
+                    (entry or {}).get("options"), f"{task}.datasets.{key}.options")
+        training = training_settings(task)
+        errors += training.problems(section.get("training"), f"{task}.training")
         for key, entry in (section.get("models") or {}).items():
             entry = entry or {}
             where = f"{task}.models.{key}"
@@ -53,16 +60,14 @@ def check_dense_config(config: dict) -> None:
                     errors.append(f"{where}: unknown detector '{kind}' (set 'type' to one of: "
                                   f"{', '.join(DETECTORS.names())})")
             else:
-                from medtl.segmentation.sam import ENCODERS
+                from medtl.segmentation.spec import ENCODERS
 
                 encoder = entry.get("encoder", "vit_b")
                 if encoder not in ENCODERS:
                     errors.append(f"{where}.encoder: unknown SAM encoder '{encoder}' (known: "
                                   f"{', '.join(ENCODERS.names())})")
             errors += _weights_errors(where, entry.get("weights"))
-            unknown = sorted(set(entry.get("training") or {}) - known_training)
-            if unknown:
-                errors.append(f"{where}.training: unknown settings {unknown} (known: {sorted(known_training)})")
+            errors += training.problems(entry.get("training"), f"{where}.training")
         if task == "detection":
             from medtl.detection.strategies import DETECTION_STRATEGIES as registry
         else:

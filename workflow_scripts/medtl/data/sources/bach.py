@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medtl.data.registry import DatasetSpec, RawData
+from medtl.settings import Choice, Number, Settings, Text
 from medtl.data.sources.common import (
     LabelFileError, RemoteFile, SourceInfo, extract, hash_split, manifest_root, obtain, register_source,
     single_label_raw,
@@ -74,7 +75,11 @@ register_source("bach", DatasetSpec(
     fetch=fetch, read=read, metrics=("accuracy", "kappa"), primary_metric="accuracy",
     description="BACH (ICIAR 2018) breast histology photographs, 4 classes.",
     license="CC BY-NC-ND 4.0", urls=(PAGE, ARCHIVE.url),
-    options={"test_fraction": 0.1, "split": "block", "raw_data": "raw"},
+    options=Settings(
+        raw_data=Text("raw", doc="folder with the files put there by hand"),
+        test_fraction=Number(0.1, above=0, below=1, doc="fraction of each class's photographs in the test split"),
+        split=Choice("block", choices=("block", "random"),
+                     doc="block: the last photographs of each class (the study's 360/40); random: by hash")),
 ), SourceInfo(
     title="BACH, ICIAR 2018 breast cancer histology", access="automatic", page=PAGE,
     license="CC BY-NC-ND 4.0",

@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from medtl.data.options import TEST_FRACTION
 from medtl.data.registry import DatasetSpec, RawData
+from medtl.settings import Settings, Text
 from medtl.data.sources.common import (
     ArchiveError, LabelFileError, RemoteFile, SourceInfo, extract, hash_split, log, manifest_root,
     obtain_all, read_csv_checked, register_source, single_label_raw, write_csv_atomic,
@@ -108,7 +110,7 @@ register_source("brain_tumor_mri", DatasetSpec(
     fetch=fetch, read=read, metrics=("accuracy", "macro_f1"), primary_metric="accuracy",
     description="T1w contrast-enhanced brain MRI (Cheng et al.), 3 tumour classes; patient-wise split.",
     license="CC BY 4.0", urls=(PAGE, *(p.url for p in PARTS)),
-    options={"test_fraction": 0.2, "raw_data": "raw"},
+    options=Settings(raw_data=Text("raw", doc="folder with the files put there by hand"), test_fraction=TEST_FRACTION),
 ), SourceInfo(
     title="Brain tumour MRI, figshare 1512427 (Cheng et al.)", access="automatic", page=PAGE,
     license="CC BY 4.0",

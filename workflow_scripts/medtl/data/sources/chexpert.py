@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from medtl.data.registry import DatasetSpec, RawData
+from medtl.settings import Bool, Choice, Settings, Table, Text
 from medtl.data.sources.common import (
     LabelFileError, RemoteFile, SourceInfo, extract, find_file, label_table, manifest_root,
     merge_dict_option, obtain, read_csv_checked, register_source,
@@ -133,7 +134,13 @@ register_source("chexpert", DatasetSpec(
     description="CheXpert v1.0: chest radiographs, 5 findings (multi-label); official validation set as test.",
     license="Stanford University CheXpert Dataset Research Use Agreement (non-commercial research)",
     urls=(PAGE,),
-    options={"variant": "small", "uncertain": dict(DEFAULT_UNCERTAIN), "frontal_only": False, "raw_data": "raw"},
+    options=Settings(
+        raw_data=Text("raw", doc="folder with the files put there by hand"),
+        variant=Choice("small", choices=tuple(ARCHIVES), doc="the downsampled release or the full one"),
+        uncertain=Table(dict(DEFAULT_UNCERTAIN), values=Choice(choices=tuple(POLICIES)), also=tuple(POLICIES),
+                        doc="uncertain-label policy: one for every finding, or finding -> policy"),
+        frontal_only=Bool(False, doc="only frontal views"),
+    ),
 ), SourceInfo(
     title="CheXpert v1.0 (Stanford)", access="manual", page=PAGE,
     license="Stanford CheXpert Research Use Agreement (registration; non-commercial research)",

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from medtl.data.registry import DatasetSpec, RawData
+from medtl.settings import Choice, Int, Number, Settings, Text
 from medtl.data.sources.common import (
     ArchiveError, LabelFileError, RemoteFile, SourceInfo, extract, label_table, manifest_root, obtain,
     register_source,
@@ -166,7 +167,12 @@ register_source("cholect50", DatasetSpec(
     description="CholecT50 laparoscopic video frames, 6 instruments (multi-label), 6 frames per minute; "
                 "official video split.",
     license="CC BY-NC-SA 4.0", urls=(PAGE,),
-    options={"frames_per_minute": 6, "variant": "cholect50", "test_fold": 1, "raw_data": "raw"},
+    options=Settings(
+        raw_data=Text("raw", doc="folder with the files put there by hand"),
+        frames_per_minute=Number(6, above=0, doc="frames kept per minute of video"),
+        variant=Choice("cholect50", choices=(*SPLITS, "cholect50-crossval"), doc="the split of the videos"),
+        test_fold=Int(1, minimum=1, maximum=5, doc="cholect50-crossval: the fold tested"),
+    ),
 ), SourceInfo(
     title="CholecT50 (CAMMA, University of Strasbourg)", access="manual", page=PAGE,
     license="CC BY-NC-SA 4.0 (access by request form)",

@@ -24,7 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from medtl.data.download import ChecksumError, DownloadError, download
+from medtl.data.options import TEST_FRACTION
 from medtl.data.registry import DatasetSpec, RawData
+from medtl.settings import Settings, Text
 from medtl.data.sources.common import (
     ArchiveError, LabelFileError, ManualDownloadError, RemoteFile, SourceInfo, extract, hash_split,
     index_images, local_candidates, manifest_root, obtain_all, read_csv_checked, register_source,
@@ -116,7 +118,8 @@ register_source("ham10000", DatasetSpec(
     fetch=fetch, read=read, metrics=("accuracy", "macro_f1"), primary_metric="accuracy",
     description="HAM10000 dermoscopy, 7 classes; lesion-wise split.",
     license="CC BY-NC 4.0", urls=(PAGE,),
-    options={"test_fraction": 0.2, "raw_data": "raw"},
+    options=Settings(raw_data=Text("raw", doc="folder with the files put there by hand"), test_fraction=TEST_FRACTION,
+                     dataverse_server=Text(SERVER, doc="the Dataverse server the files are listed from")),
 ), SourceInfo(
     title="HAM10000 (Harvard Dataverse)", access="automatic", page=PAGE, license="CC BY-NC 4.0",
     split="lesion-wise (lesion_id; no patient ids published): 20 % of lesions -> test by stable hash; "

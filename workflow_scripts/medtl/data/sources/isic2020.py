@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from medtl.data.options import TEST_FRACTION
 from medtl.data.registry import DatasetSpec, RawData
+from medtl.settings import Bool, Settings, Text
 from medtl.data.sources.common import (
     ArchiveError, LabelFileError, RemoteFile, SourceInfo, extract, hash_split, index_images, manifest_root,
     obtain_all, read_csv_checked, register_source, single_label_raw,
@@ -73,7 +75,8 @@ register_source("isic2020", DatasetSpec(
     fetch=fetch, read=read, metrics=("auroc", "accuracy"), primary_metric="auroc",
     description="ISIC 2020 dermoscopy, melanoma vs benign, duplicates removed; patient-wise split.",
     license="CC BY-NC 4.0", urls=(PAGE, GROUND_TRUTH.url, DUPLICATES.url, IMAGES.url),
-    options={"test_fraction": 0.2, "drop_duplicates": True, "raw_data": "raw"},
+    options=Settings(raw_data=Text("raw", doc="folder with the files put there by hand"), test_fraction=TEST_FRACTION,
+                     drop_duplicates=Bool(True, doc="drop the images ISIC lists as duplicates")),
 ), SourceInfo(
     title="ISIC 2020 Challenge (SIIM-ISIC melanoma)", access="automatic", page=PAGE,
     license="CC BY-NC 4.0",

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from medtl.data.registry import DatasetSpec, RawData
+from medtl.settings import Choice, Settings, Text, TextList
 from medtl.data.sources.common import (
     ArchiveError, LabelFileError, RemoteFile, SourceInfo, label_table, obtain, register_source, slug,
 )
@@ -181,13 +182,21 @@ def make_read(flag: str):
     return read
 
 
+FLAG_OPTIONS = Settings(
+    raw_data=Text("raw", doc="folder with the files put there by hand"),
+    size=Choice(28, choices=SIZES, doc="side of the released images, px"),
+    path=Text(None, nullable=True, doc="a local copy of the .npz"),
+    url=Text(None, nullable=True, doc="another download URL"),
+    md5=Text(None, nullable=True, doc="the checksum of that download"),
+)
+
 for _flag, (_task, _names, _license, _md5s) in FLAGS.items():
     _metrics, _primary = METRICS[_task]
     _n = SIZES_TEXT[_flag]
     register_source(_flag, DatasetSpec(
         fetch=make_fetch(_flag), read=make_read(_flag), metrics=_metrics, primary_metric=_primary,
         description=f"MedMNIST {_flag} ({_task}, {len(classes_of(_flag))} classes); official split.",
-        license=_license, urls=(PAGE, remote_file(_flag, 28).url), options={"size": 28, "raw_data": "raw"},
+        license=_license, urls=(PAGE, remote_file(_flag, 28).url), options=FLAG_OPTIONS,
     ), SourceInfo(
         title=f"MedMNIST {_flag}", access="automatic", page=PAGE, license=_license,
         split="official MedMNIST train/val/test",
@@ -212,6 +221,10 @@ def _read_npz(manifest: dict, options: dict) -> RawData:
 register_source("medmnist_npz", DatasetSpec(
     fetch=_fetch_npz, read=_read_npz, metrics=("accuracy", "auroc", "macro_f1", "map"), primary_metric="auroc",
     description="Your own data: any .npz in the MedMNIST layout (option 'path'; 'task' and 'classes' optional).",
+    options=Settings(path=Text(doc="the .npz file"),
+                     task=Choice(None, choices=(None, "binary", "multiclass", "multilabel"),
+                                 doc="the task; null: read from the labels"),
+                     classes=TextList(None, nullable=True, doc="class names, in label order")),
 ), SourceInfo(
     title="Any MedMNIST-layout .npz (bring your own)", access="local file", page=PAGE,
     license="that of your file", split="the file's train/val/test arrays", size="-", files=(),

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from medtl.data.registry import DatasetSpec, RawData
+from medtl.settings import Settings, Text
 from medtl.data.sources.common import (
     LabelFileError, RemoteFile, SourceInfo, extract, find_file, label_table, log, manifest_root, obtain,
     onehot, register_source,
@@ -103,7 +104,7 @@ for _name, _part in BODY_PARTS.items():
         description=f"MURA v1.1 {_part[3:].lower()} radiographs, normal vs abnormal (study labels); "
                     "official validation set as test.",
         license="Stanford University MURA Dataset Research Use Agreement (non-commercial research)",
-        urls=(PAGE,), options={"raw_data": "raw"},
+        urls=(PAGE,), options=Settings(raw_data=Text("raw", doc="folder with the files put there by hand")),
     ), SourceInfo(
         title=f"MURA v1.1, {_part[3:].lower()} (Stanford)", access="manual", page=PAGE,
         license="Stanford MURA Research Use Agreement (registration; non-commercial research)",

@@ -1,0 +1,32 @@
+"""The declaration of a dataset source's ``options``, as the config check reads it.
+
+Each source declares its options in its registry entry (``DatasetSpec.options``,
+``DenseDatasetSpec.options``): a :class:`medtl.settings.Settings`, or a plain dict of defaults, read as
+settings of the defaults' types. A source that reads files from the ``raw_data`` folder (it declares a
+``raw_data`` option) is located by :mod:`medtl.data.sources.common`, so it also takes the options that
+module reads, declared here once.
+"""
+from __future__ import annotations
+
+from medtl.settings import Bool, Int, Number, Settings, Table, Text
+
+LOCATED = Settings(
+    raw_data=Text("raw", doc="folder with the files put there by hand (the config's raw_data)"),
+    root=Text(None, nullable=True, doc="an unpacked copy of the source, used in place of its archive"),
+    archive=Text(None, nullable=True, doc="path of the source's archive (single-archive sources)"),
+    files=Table({}, values=Text(), doc="file name -> path of a file put elsewhere"),
+    urls=Table({}, values=Text(), doc="file name -> another download URL"),
+    checksums=Table({}, values=Text(), doc="file name -> 'md5:...' or 'sha256:...' replacing the published one"),
+    verify=Bool(True, doc="check each file against its published checksum"),
+    retries=Int(4, minimum=0, doc="download attempts after the first"),
+    backoff=Number(2.0, minimum=0, doc="seconds before the first retry, doubling"),
+)
+
+#: the fraction of a source's images drawn (by patient) into the test split, where it has no official one
+TEST_FRACTION = Number(0.2, above=0, below=1, doc="fraction of patients drawn into the test split")
+
+
+def declared_options(options) -> Settings:
+    """The settings a source's ``options`` declaration allows (file options included where it has raw_data)."""
+    declared = Settings.of(options)
+    return Settings(LOCATED, declared) if "raw_data" in declared.declared else declared

@@ -1,0 +1,48 @@
+"""What the workflow knows about segmentation models without importing PyTorch: the SAM image encoders
+a config can name, and the declaration of the training settings a model may override (its
+``training`` entry over the section's ``segmentation.training``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medtl.registry import Registry
+from medtl.settings import Bool, Int, Number, Settings, Text
+
+DEVICE = Text("auto", pattern=r"auto|cpu|cuda(:[0-9]+)?", meaning="auto, cpu, cuda or cuda:<index>",
+              doc="where the job trains")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int = 14
+    description: str = ""
+
+
+ENCODERS: Registry[EncoderSpec] = Registry("SAM image encoder")
+ENCODERS.register("vit_b")(EncoderSpec(768, 12, 12, (2, 5, 8, 11), description="SAM ViT-B (official, 91M)"))
+ENCODERS.register("vit_l")(EncoderSpec(1024, 24, 16, (5, 11, 17, 23), description="SAM ViT-L (official, 308M)"))
+ENCODERS.register("vit_h")(EncoderSpec(1280, 32, 16, (7, 15, 23, 31), description="SAM ViT-H (official, 636M)"))
+ENCODERS.register("vit_tiny")(EncoderSpec(96, 4, 3, (1, 3), window_size=4,
+                                          description="demo only: SAM's ViT at width 96, depth 4"))
+
+MODEL_DEFAULTS = {"encoder": "vit_b", "img_size": 1024}
+
+# What a job uses for a setting its config slice leaves out; the workflow's schema carries the
+# same defaults (tests/test_segmentation.py keeps the two in step).
+TRAINING = Settings(
+    epochs=Int(20, minimum=1, doc="training epochs"),
+    batch_size=Int(4, minimum=1, doc="images per training batch"),
+    eval_batch_size=Int(8, minimum=1, doc="images per evaluation batch"),
+    lr=Number(0.0001, above=0, doc="the mask decoder's learning rate; the encoder's is encoder_lr_ratio x this"),
+    weight_decay=Number(0.01, minimum=0, doc="AdamW's weight decay"),
+    box_jitter=Number(0.1, minimum=0, doc="box sides move by up to this fraction of the box in training"),
+    patience=Int(100, minimum=0, doc="epochs without a gain in validation Dice before stopping"),
+    dice_weight=Number(1.0, minimum=0, doc="weight of the Dice loss"),
+    bce_weight=Number(1.0, minimum=0, doc="weight of the binary cross-entropy"),
+    device=DEVICE,
+    amp=Bool(True, doc="bf16 autocast on a GPU; never on a CPU"),
+)

@@ -1,0 +1,88 @@
+"""Every classification strategy's declaration: its settings (type, allowed values, default, meaning),
+what trains under it, and its implementation, imported only by the jobs. The config check, the defaults
+a job uses and the README's strategies tables all come from here (``medtl.workflow.docs``).
+
+Adding a strategy: a ``Strategy`` subclass in its own module, and its entry here.
+"""
+from __future__ import annotations
+
+from medtl.metric_names import METRICS
+from medtl.settings import Bool, Choice, Int, Number, Settings
+from medtl.strategies.spec import STRATEGIES, StrategySpec
+
+UNFREEZE_EVERY = Int(1, minimum=1, doc="epochs between two unfreezings")
+STARTING_POINT = Settings(
+    alpha=Number(0.01, minimum=0, doc="weight α of the distance to the pretrained starting point"),
+    beta=Number(0.01, minimum=0, doc="weight β of the L2 penalty on the new head"),
+)
+
+STRATEGIES.register("ft")(StrategySpec(
+    "medtl.strategies.full:FullFineTuning", Settings(),
+    trains="everything"))
+
+STRATEGIES.register("lp")(StrategySpec(
+    "medtl.strategies.linear_probe:LinearProbing", Settings(),
+    trains="the new head only; everything before it in eval mode (BatchNorm statistics and dropout fixed), "
+           "trained on cached backbone features",
+    frozen_backbone_when=lambda s: True))
+
+STRATEGIES.register("g_lf")(StrategySpec(
+    "medtl.strategies.gradual:GradualLastFirst", Settings(unfreeze_every=UNFREEZE_EVERY),
+    trains="head, then one more block every `unfreeze_every` epochs from the last block back"))
+
+STRATEGIES.register("g_fl")(StrategySpec(
+    "medtl.strategies.gradual:GradualFirstLast", Settings(unfreeze_every=UNFREEZE_EVERY),
+    trains="head, then one more block every `unfreeze_every` epochs from the first block on"))
+
+STRATEGIES.register("lp_ft")(StrategySpec(
+    "medtl.strategies.lp_ft:LinearProbeThenFineTune",
+    Settings(lp_epochs=Int(2, minimum=0, doc="epochs of the LP stage (head only, frozen backbone); 0 is FT")),
+    trains="head for `lp_epochs`, then everything",
+    frozen_backbone_when=lambda s: s["lp_epochs"] > 0))
+
+STRATEGIES.register("l2_sp")(StrategySpec(
+    "medtl.strategies.sp:L2SP", STARTING_POINT,
+    trains="everything, loss + α/2‖w−w⁰‖² on the pretrained part + β/2‖w_head‖²"))
+
+STRATEGIES.register("l1_sp")(StrategySpec(
+    "medtl.strategies.sp:L1SP", STARTING_POINT,
+    trains="everything, loss + α‖w−w⁰‖₁ + β/2‖w_head‖²"))
+
+STRATEGIES.register("auto_rgn")(StrategySpec(
+    "medtl.strategies.auto_rgn:AutoRGN",
+    Settings(
+        probe_batches=Int(5, minimum=1, doc="training batches whose relative gradient norms are averaged, "
+                                            "each epoch"),
+        norm_layers=Choice("frozen", choices=("frozen", "rgn"),
+                           doc="the backbone's normalisation layers: frozen (as the reference) or "
+                               "rated by their RGN like any tensor"),
+        reset_optimizer=Bool(True, doc="empty the optimizer's state every epoch (the reference rebuilds Adam)"),
+    ),
+    trains="everything but the backbone's normalisation layers; each pretrained tensor's rate = lr × RGN / "
+           "max RGN, RGN = ‖g‖/‖w‖ averaged over the probe batches, recomputed (and the optimizer state "
+           "reset) every epoch; the new head and zero-norm tensors at lr, outside the maximum"))
+
+STRATEGIES.register("spft")(StrategySpec(
+    "medtl.strategies.spft:SPFT",
+    Settings(
+        head_epochs=Int(2, minimum=0, doc="stage 1: epochs that train the head alone"),
+        top_k=Int(2, minimum=0, also=("all",), doc="backbone blocks unfrozen in stage 2, from the top"),
+        unfreeze_every=UNFREEZE_EVERY,
+        progressive=Bool(True, doc="unfreeze the top_k blocks one by one (false: none, the head trains alone)"),
+        class_weights=Bool(True, doc="class-aware loss weights N_neg/N_pos, refined by validation AUC"),
+        refine_gamma=Number(0.5, minimum=0, doc="strength of the refinement by per-class validation AUC"),
+        ema=Bool(True, doc="evaluate an exponential moving average of the weights"),
+        ema_decay=Number(0.99, minimum=0, below=1, doc="the EMA's decay, reached after its warm-up"),
+        encoder_lr_ratio=Number(0.06, minimum=0, doc="the backbone's learning rate, as a fraction of lr"),
+        weight_decay=Number(0.05, minimum=0, doc="AdamW's weight decay"),
+        warmup_epochs=Int(0, minimum=0, doc="linear warm-up before the cosine schedule"),
+        amp=Bool(True, doc="bf16 autocast on a GPU (never on a CPU)"),
+        monitor=Choice("auroc", choices=METRICS, doc="validation metric for early stopping and the best epoch"),
+        components_from=Choice("stage2", choices=("stage2", "start"),
+                               doc="class weights and EMA from stage 2 (the paper's Fig. 6) or from the start"),
+    ),
+    trains="stage 1: head only for `head_epochs`, plain loss; stage 2: the top `top_k` blocks one by one, "
+           "class-aware loss weights w_c = N_neg/N_pos (mean 1, on each class's whole loss term) refined by "
+           "per-class validation AUC, EMA weights (decay warming up to `ema_decay`) evaluated; throughout AdamW "
+           "with encoder rate = `encoder_lr_ratio` × lr, cosine schedule, bf16 autocast on GPU, early stopping "
+           "on validation AUROC"))
