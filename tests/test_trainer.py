@@ -180,7 +180,7 @@ def test_outputs_and_metrics_written_last(cxr_store, tmp_path, monkeypatch):
     hp = hparams("lp", epochs=2)
     result, out, ckpt = run_job(hp, cxr_store, tmp_path, "job")
 
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "hparams.json", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "hparams.json", "metrics.json", "predictions.parquet"]
     assert written[-1] == "metrics.json" and set(written) == {"history.csv", "hparams.json", "metrics.json"}
     assert not ckpt.exists()  # removed once the results are complete
 
@@ -267,3 +267,28 @@ def test_cached_features_only_with_frozen_bn_eval(make_net):
     ctx.frozen_bn = "train"
     strategy = lp(ctx)
     assert not uses_frozen_features(strategy) and not backbone_frozen(strategy, 0)
+
+
+@pytest.mark.parametrize("strategy,settings,stages", [
+    ("spft", {"head_epochs": 1, "top_k": 2}, ["stage1 head", "stage2 head+1", "stage2 head+2"]),
+    ("lp_ft", {"lp_epochs": 1}, ["lp (head)", "ft (all)", "ft (all)"]),
+    ("g_lf", {}, ["head", "head+1", "head+2"]),
+])
+def test_one_log_line_per_epoch_a_person_can_follow(strategy, settings, stages, make_net, tiny_store, capsys):
+    """Epoch, stage, trainable blocks, loss, validation metric, seconds: in the log and in history.csv."""
+    import re
+
+    from conftest import context_for, trainer_for
+    from medtl.strategies import STRATEGIES
+
+    net = make_net("resnet_tiny")
+    s = STRATEGIES.get(strategy)(context_for(net, tiny_store, epochs=3), **settings)
+    outcome = trainer_for(s, tiny_store, epochs=3, monitor="accuracy").fit()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[train] epoch ")]
+    assert len(lines) == 3
+    pattern = (r"\[train\] epoch (\d)/3 \| stage (.+) \| trainable blocks (\d)/6 \([\d,]+ parameters\) \| "
+               r"loss \d+\.\d{4} \| val accuracy \d\.\d{4} \(best \d\.\d{4} at epoch \d\) \| \d+\.\d s")
+    parsed = [re.fullmatch(pattern, line) for line in lines]
+    assert all(parsed), lines
+    assert [m.group(2) for m in parsed] == stages == [h["stage"] for h in outcome.history]
+    assert [int(m.group(3)) for m in parsed] == [h["trainable_blocks"] for h in outcome.history]
