@@ -112,7 +112,7 @@ def run_files(name):
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_\-]+",
-    arch=r"[A-Za-z0-9_\-]+",
+    arch=r"[A-Za-z0-9_.\-]+",  # dots: timm.<name>, torchvision.<name>
     strategy=r"[A-Za-z0-9_\-]+",
     prep=r"r\d+_c\d+",
     lr=r"[0-9.e\-+]+",

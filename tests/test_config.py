@@ -145,7 +145,7 @@ def test_the_config_check_does_not_import_the_deep_learning_stack():
             "for f in ('config.yaml', 'configs/paper.yaml', 'configs/spft.yaml'):\n"
             "    c = yaml.safe_load(open(f)); validate(c, 'schemas/config.schema.yaml', set_default=True)\n"
             "    check_config(c); check_dense_config(c)\n"
-            "ARCHS.get('timm_vit.vit_small_patch16_224')\n"
+            "ARCHS.get('timm.convnext_tiny'); ARCHS.get('torchvision.resnet18'); ARCHS.get('timm_vit.vit_small_patch16_224')\n"
             "heavy = [m for m in ('torch', 'torchvision', 'timm', 'ultralytics', 'sklearn') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,

@@ -115,3 +115,30 @@ def test_changing_training_epochs_reruns_every_training_job(finished_tiny_run):
     jobs = reschedule(finished_tiny_run, lambda c: c["training"].update(epochs=2))
     assert sum(1 for rule, _ in jobs if rule == "train") == 3
     assert not any(rule in ("fetch_dataset", "prepare_dataset") for rule, _ in jobs)
+
+
+@pytest.mark.slow
+def test_timm_models_by_name_run_every_strategy(tmp_path):
+    """timm.resnet18 (pretrained by the pipeline, so LP and LP-FT use cached features) and timm.convnext_tiny
+    (no weights) with every strategy, at 64 px (at 32 px ResNet-18's last stage is 1 x 1, and a last batch of
+    one image has one value per channel for BatchNorm), two epochs: every job finishes, one log line per epoch."""
+    strategies = {"ft": {}, "lp": {}, "g_lf": {}, "g_fl": {}, "lp_ft": {"lp_epochs": 1}, "l2_sp": {}, "l1_sp": {},
+                  "auto_rgn": {"probe_batches": 1}, "spft": {"head_epochs": 1, "top_k": 2}}
+    small = {"resize": 72, "crop": 64}
+    config = tiny_config(
+        strategies,
+        architectures={"timm.resnet18": {"weights": {"type": "pretrain", "dataset": "synth_source", "epochs": 1},
+                                         "preprocess": small},
+                       "timm.convnext_tiny": {"weights": {"type": "none"}, "preprocess": small}},
+        datasets={"synth_derm": {"options": {"n": 60, "size": 72}}},
+        source_datasets={"synth_source": {"options": {"n": 60, "size": 72}}},
+        training={"epochs": 2, "batch_size": 16, "patience": 2})
+    cfg = write_config(tmp_path / "config.yaml", config)
+    runs = [f"results/runs/synth_derm/{arch}/{s}/lr0.001/seed0" for arch in config["architectures"] for s in strategies]
+    snakemake(tmp_path, cfg, *(f"{r}/metrics.json" for r in runs))
+    assert (tmp_path / "results/features/synth_derm/timm.resnet18/pretrain-synth_source.npy").exists()
+    for run in runs:
+        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
+        assert metrics["epochs_run"] == 2 and 0 <= metrics["test"]["accuracy"] <= 1
+        log = (tmp_path / "results/logs/train" / run.removeprefix("results/runs/")).with_suffix(".log").read_text()
+        assert log.count("[train] epoch ") == 2, log

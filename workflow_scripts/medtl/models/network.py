@@ -91,4 +91,9 @@ class Network(nn.Module):
 def build_network(arch: str, num_classes: int) -> Network:
     spec = ARCHS.get(arch)
     net = spec.build(num_classes)
-    return Network(net, spec.blocks(net), spec.head, arch)
+    head = spec.head
+    if not head:  # a timm or torchvision model by name: its own classifier
+        from medtl.models.generic import classifier_name
+
+        head = classifier_name(net, num_classes)
+    return Network(net, spec.blocks(net), head, arch)

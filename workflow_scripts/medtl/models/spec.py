@@ -5,6 +5,9 @@ and where its builder lives. Jobs build it (:func:`medtl.models.network.build_ne
 Names:
 
 - the registered ones below (the first study's CNNs, their demo-size versions, the ViTs);
+- ``timm.<model>`` and ``torchvision.<model>``: any timm or torchvision classification model, e.g.
+  ``timm.convnext_tiny``, ``timm.efficientnet_b0``, ``torchvision.resnet18``; its parameter blocks come
+  from the model's own grouping (:mod:`medtl.models.generic`);
 - ``timm_vit.<model>``: a timm ViT with the second study's pooling and MLP head (:mod:`medtl.models.vit`).
 
 A name of a family is checked against the model names the library's source files register (read as
@@ -32,14 +35,15 @@ class ArchSpec:
 
     ``builder`` ("module:callable") is called as ``builder(num_classes=k, **options)``; ``splitter``
     ("module:callable") lists, first to last, the module-name prefixes of each parameter block of the
-    built model; the last block holds ``head``, the layer replaced for the target task.
+    built model; the last block holds ``head``, the layer replaced for the target task ("" : the
+    model's own classifier, found once it is built).
     """
     builder: str
     splitter: str
     head: str
     family: str
     default_preprocess: dict = field(default_factory=lambda: {"resize": 256, "crop": 224})
-    #: torchvision weights enum ("ResNet50_Weights.IMAGENET1K_V2") or "timm:<model>"
+    #: torchvision weights enum ("ResNet50_Weights.IMAGENET1K_V2"), "timm:<model>" or "torchvision:<model>"
     imagenet_weights: str | None = None
     options: dict = field(default_factory=dict)
     #: parameter blocks, head included; None where only the built model tells
@@ -59,8 +63,8 @@ def _load(dotted: str) -> Callable:
 
 class ArchRegistry(Registry[ArchSpec]):
     """The architecture registry, plus families of names resolved on first use:
-    after ``register_family("timm_vit.", make)``, looking up ``"timm_vit.vit_small_patch16_224"``
-    registers ``make("vit_small_patch16_224")`` under that name (``make`` raises ValueError for a name it cannot
+    after ``register_family("timm.", make)``, looking up ``"timm.convnext_tiny"`` registers
+    ``make("convnext_tiny")`` under that name (``make`` raises ValueError for a name it cannot
     build, and the lookup then fails with that reason)."""
 
     def __init__(self, kind: str):
@@ -143,7 +147,7 @@ ARCHS.register("vit_tiny")(ArchSpec(
     options=VIT_TINY_SHAPE, default_preprocess=_DEMO))
 
 
-# -- any timm ViT by name ----------------------------------------------------------------------------------
+# -- any timm or torchvision classification model by name ---------------------------------------------------
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)?")
 # "@register_model" (timm) or "@register_model()" (torchvision), other decorators, then the function
 _REGISTERED = re.compile(r"^@register_model(?:\([^)]*\))?[ \t]*\n(?:@[^\n]*\n(?:[ \t)][^\n]*\n)*)*def (\w+)\(", re.M)
@@ -190,6 +194,22 @@ def _checked(package: str, model: str, example: str) -> str:
     return base
 
 
+def timm_spec(model: str) -> ArchSpec:
+    base = _checked("timm", model, "timm.convnext_tiny")
+    return ArchSpec("medtl.models.generic:build_timm", "medtl.models.generic:timm_blocks", head="",
+                    family=re.match(r"[a-z]*", base).group() or base, options={"model": model},
+                    default_preprocess=default_preprocess(model), imagenet_weights=f"timm:{model}")
+
+
+def torchvision_spec(model: str) -> ArchSpec:
+    if "." in model:
+        raise ValueError(f"'{model}': torchvision names have no tag (its default weights are used)")
+    base = _checked("torchvision", model, "torchvision.resnet18")
+    return ArchSpec("medtl.models.generic:build_torchvision", "medtl.models.generic:stage_blocks", head="",
+                    family=re.match(r"[a-z]*", base).group() or base, options={"model": model},
+                    default_preprocess=default_preprocess(model), imagenet_weights=f"torchvision:{model}")
+
+
 def timm_vit_spec(model: str) -> ArchSpec:
     """``timm_vit.<model>``: a ViT of timm's ``vision_transformer`` module, with the mean-of-patch-tokens
     features and the MLP head (:mod:`medtl.models.vit`)."""
@@ -197,10 +217,12 @@ def timm_vit_spec(model: str) -> ArchSpec:
     module = library_models("timm").get(base)
     if module and module != "vision_transformer":
         raise ValueError(f"timm model '{base}' cannot be used as a ViT encoder here: it comes from timm's "
-                         f"'{module}', not 'vision_transformer' (it is not a plain ViT)")
+                         f"'{module}', not 'vision_transformer' (use timm.{model} for the model as timm builds it)")
     return ArchSpec("medtl.models.vit:build_timm_vit", "medtl.models.vit:vit_blocks", head="head", family="vit",
                     options={"model": model}, default_preprocess=default_preprocess(model),
                     imagenet_weights=f"timm:{model}")
 
 
+ARCHS.register_family("timm.", timm_spec)
+ARCHS.register_family("torchvision.", torchvision_spec)
 ARCHS.register_family("timm_vit.", timm_vit_spec)

@@ -1,4 +1,4 @@
-"""Starting weights for fine-tuning: ImageNet (torchvision's, or timm's for ``timm_vit.*``,
+"""Starting weights for fine-tuning: ImageNet (torchvision's, or timm's for ``timm.*`` and ``timm_vit.*``,
 fetched once into a cache by a local rule), a Hugging Face hub checkpoint (``hub``: RAD-DINO), the pipeline's own
 pretraining, a user checkpoint, or none."""
 from __future__ import annotations
@@ -30,7 +30,13 @@ def fetch_imagenet(arch: str, out: str | os.PathLike, cache_dir: str | os.PathLi
     os.environ["TORCH_HOME"] = str(Path(cache_dir).resolve())
     print(f"[weights] fetching {spec.imagenet_weights} into {cache_dir}", file=sys.stderr, flush=True)
     try:
-        state = get_weight(spec.imagenet_weights).get_state_dict(progress=True, check_hash=True)
+        if spec.imagenet_weights.startswith("torchvision:"):  # torchvision.<model>: its default weights
+            from torchvision.models import get_model_weights
+
+            weights = get_model_weights(spec.imagenet_weights.removeprefix("torchvision:")).DEFAULT
+        else:
+            weights = get_weight(spec.imagenet_weights)
+        state = weights.get_state_dict(progress=True, check_hash=True)
     except Exception as err:  # URLError, hash mismatch, ...
         raise RuntimeError(f"could not fetch ImageNet weights for {arch} ({spec.imagenet_weights}): {err}. "
                            f"This needs internet on the machine running the local rule; or download them "
