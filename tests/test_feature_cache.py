@@ -331,7 +331,23 @@ def dry_run_jobs(tmp_path, configfile):
 
 
 def test_paper_dag_runs_shared_work_once(tmp_path):
-    jobs = dry_run_jobs(tmp_path, REPO / "configs" / "paper.yaml")
+    """The first study's DAG with the frozen blocks in eval mode (``training.frozen_bn: eval``): one features
+    file per (dataset, architecture), shared by LP and LP-FT. configs/paper.yaml itself keeps BatchNorm in
+    train mode as the authors' code does, where features are not exact and no job uses them."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    assert config["training"]["frozen_bn"] == "train"
+    (tmp_path / "as_published").mkdir()
+    (tmp_path / "eval_bn").mkdir()
+    jobs = dry_run_jobs(tmp_path / "as_published", REPO / "configs" / "paper.yaml")
+    assert not [j for j in jobs if j["rule"] == "extract_features"]
+    assert not [f for j in jobs if j["rule"] == "train" for f in j["input"] if "/features/" in f]
+
+    config["training"]["frozen_bn"] = "eval"
+    configfile = tmp_path / "paper_eval_bn.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    jobs = dry_run_jobs(tmp_path / "eval_bn", configfile)
     by_rule: dict[str, list] = {}
     for j in jobs:
         by_rule.setdefault(j["rule"], []).append(j)

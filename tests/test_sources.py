@@ -349,7 +349,7 @@ def test_isic2020_duplicates_removed_patient_wise_split(server, tmp_path):
     assert not store.labels["image_id"].isin(["ISIC_1000001", "ISIC_1000004"]).any()
     assert store.labels.groupby("group")["split"].nunique().max() == 1
     assert store.labels["malignant"].sum() == 6
-    assert store.meta["metrics"] == ["auroc"]
+    assert store.meta["metrics"] == ["auroc", "accuracy"]  # the first study's Table 9
 
 
 # -- CholecT50 ------------------------------------------------------------------------------------
