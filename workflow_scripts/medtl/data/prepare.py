@@ -41,7 +41,7 @@ def prepare(dataset: str, entry: dict, manifest_file: str, resize: int, crop: in
         fill = fill_from_files(raw.paths, resize, crop, raw.channels, label=dataset)
         channels = raw.channels
     else:
-        fill = fill_from_array(raw.array, resize, crop)
+        fill = fill_from_array(raw.array, resize, crop, label=dataset)
         channels = 1 if raw.array.ndim == 3 or raw.array.shape[-1] == 1 else 3
     meta = {
         "name": dataset, "type": entry["type"], "task": raw.task, "classes": raw.classes,

@@ -137,20 +137,33 @@ def decode_resize_crop(path: str | os.PathLike, resize: int, crop: int, channels
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+def progress(label: str, total: int, what: str = "decoded") -> Callable[[int], None]:
+    """``tick(done)``: a log line at every tenth of ``total`` (and at the end), with the time so far and
+    the time left at this pace, so that a long step can be followed in its log."""
+    start, step = time.monotonic(), max(1, total // 10)
+
+    def tick(done: int) -> None:
+        if done % step == 0 or done == total:
+            spent = time.monotonic() - start
+            left = spent / done * (total - done) if done else 0.0
+            print(f"[prepare] {label}: {done}/{total} {what} ({spent:.1f} s, about {left:.0f} s left)",
+                  file=sys.stderr, flush=True)
+
+    return tick
+
+
 def fill_from_files(paths: Sequence[str | os.PathLike], resize: int, crop: int, channels: int,
                     label: str = "images") -> Callable[[np.ndarray], None]:
     def fill(out: np.ndarray) -> None:
-        start, step = time.monotonic(), max(1, len(paths) // 10)
+        tick = progress(label, len(paths))
         for i, path in enumerate(paths):
             out[i] = decode_resize_crop(path, resize, crop, channels)
-            if (i + 1) % step == 0 or i + 1 == len(paths):
-                print(f"[prepare] {label}: {i + 1}/{len(paths)} decoded "
-                      f"({time.monotonic() - start:.1f} s)", file=sys.stderr, flush=True)
+            tick(i + 1)
 
     return fill
 
 
-def fill_from_array(images: np.ndarray, resize: int, crop: int) -> Callable[[np.ndarray], None]:
+def fill_from_array(images: np.ndarray, resize: int, crop: int, label: str = "images") -> Callable[[np.ndarray], None]:
     """For sources that ship arrays (MedMNIST .npz): same resize/crop as image files."""
     from PIL import Image
 
@@ -159,11 +172,13 @@ def fill_from_array(images: np.ndarray, resize: int, crop: int) -> Callable[[np.
     def fill(out: np.ndarray) -> None:
         import torchvision.transforms.functional as TF
 
+        tick = progress(label, len(images), "resized")
         for i, a in enumerate(images):
             a = np.asarray(a, dtype=np.uint8)
             img = Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[-1] == 1 else a)
             img = TF.center_crop(TF.resize(img, resize, antialias=True), [crop, crop])
             arr = np.asarray(img, dtype=np.uint8)
             out[i] = arr[..., None] if channels == 1 else arr
+            tick(i + 1)
 
     return fill

@@ -70,6 +70,16 @@ class Strategy:
     def _blocks_with_grad(self) -> set[int]:
         return {b for n, b, h, p in self.net.named_block_parameters() if p.requires_grad}
 
+    def stage(self, epoch: int) -> str:
+        """What trains in ``epoch``, in a word or two (the job's log, history.csv): "all", "head", "head+2"
+        (the head and two more blocks)."""
+        blocks = self.trainable_blocks(epoch)
+        head = self.net.n_blocks - 1
+        if blocks is None or len(blocks | {head}) == self.net.n_blocks:
+            return "all"
+        others = len(blocks - {head})
+        return f"head+{others}" if others else "head"
+
     # -- optimisation -------------------------------------------------------------
     def param_groups(self) -> list[dict]:
         return [{"params": [p for p in self.net.parameters()], "lr": self.ctx.lr}]

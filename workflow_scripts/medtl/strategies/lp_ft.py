@@ -11,3 +11,6 @@ class LinearProbeThenFineTune(FrozenBackboneStages, Strategy):
     def backbone_frozen(self, epoch: int) -> bool:
         """The LP stage: the head alone trains on the frozen backbone's (cacheable) features."""
         return epoch < int(self.settings["lp_epochs"])
+
+    def stage(self, epoch: int) -> str:
+        return "lp (head)" if self.backbone_frozen(epoch) else "ft (all)"

@@ -88,6 +88,9 @@ class SPFT(Strategy):
         head_block = self.net.n_blocks - 1
         return set(range(head_block - self.n_unfrozen(epoch), head_block + 1))
 
+    def stage(self, epoch: int) -> str:
+        return f"{'stage2' if epoch >= int(self.settings['head_epochs']) else 'stage1'} {super().stage(epoch)}"
+
     def param_groups(self):
         encoder, head = [], []
         for _, _, is_head, p in self.net.named_block_parameters():

@@ -117,6 +117,14 @@ def head_prefix(model) -> str | None:
     return f"net.{name}." if name else None
 
 
+def epoch_line(epoch: int, epochs: int, stage: str, blocks: int, n_blocks: int, params: int, loss: float,
+               monitor: str, score: float, best: dict, seconds: float) -> str:
+    """One line per epoch in the job's log: what a person following the run wants to see."""
+    return (f"[train] epoch {epoch + 1}/{epochs} | stage {stage} | trainable blocks {blocks}/{n_blocks} "
+            f"({params:,} parameters) | loss {loss:.4f} | val {monitor} {score:.4f} "
+            f"(best {best['score']:.4f} at epoch {best['epoch'] + 1}) | {seconds:.1f} s")
+
+
 class Trainer:
     def __init__(self, strategy: Strategy, train: SplitData, val: SplitData, norm: Normalizer,
                  settings: LoopSettings, checkpoint: Path | None = None, signature: str = "",
@@ -245,11 +253,14 @@ class Trainer:
                             "weights": self._snapshot()}
                 bad = 0 if improved else bad + 1
                 trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
-                history.append({"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in scores.items()},
-                                "trainable_params": trainable, "seconds": time.monotonic() - t0})
-                print(f"[train] epoch {epoch + 1}/{self.s.epochs} loss {train_loss:.4f} "
-                      f"val {self.s.monitor} {score:.4f} trainable {trainable} "
-                      f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+                blocks = len(self.strategy._blocks_with_grad())
+                stage = self.strategy.stage(epoch)
+                seconds = time.monotonic() - t0
+                history.append({"epoch": epoch, "stage": stage, "train_loss": train_loss,
+                                **{f"val_{k}": v for k, v in scores.items()}, "trainable_blocks": blocks,
+                                "trainable_params": trainable, "seconds": seconds})
+                print(epoch_line(epoch, self.s.epochs, stage, blocks, self.net.n_blocks, trainable, train_loss,
+                                 self.s.monitor, score, best, seconds), file=sys.stderr, flush=True)
                 last = epoch == self.s.epochs - 1 or self.stops(bad)
                 if last or self._last_save is None or \
                         time.monotonic() - self._last_save >= self.s.checkpoint_interval_s:
