@@ -14,11 +14,18 @@ def train_hp(w):
     }
 
 
+def train_inputs(w):
+    # one input function, not one per input: Snakemake inspects each function of each of the 1,728 jobs
+    return {
+        "store": store_files(w.dataset, prep_tag(w.arch)),
+        "weights": weights_file(w.arch),
+        "features": run_features(w),  # rules/features.smk: cached backbone features, for LP and LP-FT
+    }
+
+
 rule train:
     input:
-        store=lambda w: store_files(w.dataset, prep_tag(w.arch)),
-        weights=lambda w: weights_file(w.arch),
-        features=run_features,  # rules/features.smk: cached backbone features, for LP and LP-FT
+        unpack(train_inputs),
     output:
         metrics=f"{RESULTS}/runs/{RUN}/metrics.json",
         predictions=f"{RESULTS}/runs/{RUN}/predictions.parquet",  # per image: intervals, paired tests
@@ -26,7 +33,7 @@ rule train:
         hparams=f"{RESULTS}/runs/{RUN}/hparams.json",
     params:
         hp=lambda w: canonical(train_hp(w)),
-        checkpoint=lambda w: f"{RESULTS}/checkpoints/runs/{RUN.format(**w)}/resume.ckpt",
+        checkpoint=f"{RESULTS}/checkpoints/runs/{RUN}/resume.ckpt",  # a pattern: no function to call per job
     log:
         f"{RESULTS}/logs/train/{RUN}.log",
     benchmark:
