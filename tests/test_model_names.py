@@ -89,3 +89,11 @@ def test_every_strategy_trains_its_blocks(name, strategy, settings, make_context
     assert changed <= expected and net.n_blocks - 1 in changed
     if strategy not in ("lp", "auto_rgn"):  # Auto-RGN's smallest rates may round a block's update away
         assert changed == expected
+
+
+def test_the_weights_rule_names_a_model_timm_lacks_before_any_download(tmp_path):
+    from medtl.models.weights import fetch_timm
+
+    with pytest.raises(ValueError, match="timm has no model 'resnet19'"):
+        fetch_timm("timm.resnet19", "resnet19", tmp_path / "w.pt", tmp_path / "cache")
+    assert not (tmp_path / "w.pt").exists() and not (tmp_path / "cache").exists()
