@@ -736,3 +736,32 @@ def test_settings_override_defaults(make_net, make_context):
     assert STRATEGIES.get("spft").defaults["head_epochs"] == make("spft", net, make_context).settings["head_epochs"]
     assert math.isclose(STRATEGIES.get("spft")(make_context(net), encoder_lr_ratio=0.5).settings["encoder_lr_ratio"],
                         0.5)
+
+
+def test_spft_trains_multiclass_data_with_eq6_bce(make_context, tiny_store):
+    """loss: bce (default): through fit, every SPFT batch of a multi-class dataset is scored with the per-class
+    binary cross-entropy of eq. 6 on one-hot targets (class weights in stage 2); loss: task keeps the softmax
+    cross-entropy. Predictions stay a softmax either way."""
+    from medtl.training import trainer as trainer_module
+
+    assert tiny_store.task == "multiclass"
+    for loss, expected in (("bce", "multilabel"), ("task", "multiclass")):
+        net = _job_start_net("resnet_tiny", 3, tiny_store)
+        strategy = make("spft", net, make_context, tiny_store, head_epochs=1, top_k=1, ema=False, loss=loss)
+        seen = []
+        original = trainer_module.task_loss
+
+        def spy(task, logits, y, weights):
+            seen.append((task, weights is not None))
+            return original(task, logits, y, weights)
+
+        trainer_module.task_loss = spy
+        try:
+            trainer = trainer_for(strategy, tiny_store, epochs=2, batch_size=8)
+            trainer.fit()
+        finally:
+            trainer_module.task_loss = original
+        assert {t for t, _ in seen} == {expected}
+        assert any(w for _, w in seen) and not all(w for _, w in seen)  # weights in stage 2 only
+        _, probs = trainer.evaluate(trainer.val)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)  # softmax predictions

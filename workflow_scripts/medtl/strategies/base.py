@@ -124,6 +124,11 @@ class Strategy:
     def uses_amp(self) -> bool:
         return False
 
+    def bce_loss(self) -> bool:
+        """Train with a per-class binary cross-entropy whatever the task (multi-class: on one-hot targets);
+        predictions stay the task's (softmax for multi-class)."""
+        return False
+
     # -- resume ---------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {}

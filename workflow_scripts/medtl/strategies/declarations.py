@@ -80,9 +80,12 @@ STRATEGIES.register("spft")(StrategySpec(
         monitor=Choice("auroc", choices=METRICS, doc="validation metric for early stopping and the best epoch"),
         components_from=Choice("stage2", choices=("stage2", "start"),
                                doc="class weights and EMA from stage 2 (the paper's Fig. 6) or from the start"),
+        loss=Choice("bce", choices=("bce", "task"),
+                    doc="bce: eq. 6's per-class binary cross-entropy for every task (multi-class data on one-hot "
+                        "targets); task: the task's own loss (softmax cross-entropy for multi-class data)"),
     ),
     trains="stage 1: head only for `head_epochs`, plain loss; stage 2: the top `top_k` blocks one by one, "
            "class-aware loss weights w_c = N_neg/N_pos (mean 1, on each class's whole loss term) refined by "
            "per-class validation AUC, EMA weights (decay warming up to `ema_decay`) evaluated; throughout AdamW "
            "with encoder rate = `encoder_lr_ratio` × lr, cosine schedule, bf16 autocast on GPU, early stopping "
-           "on validation AUROC"))
+           "on validation AUROC; the loss is eq. 6's per-class binary cross-entropy for every task"))

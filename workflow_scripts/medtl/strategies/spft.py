@@ -17,8 +17,10 @@ Throughout: AdamW with a lower encoder rate (``encoder_lr_ratio`` x lr) than the
 cosine schedule, mixed precision on GPU, early stopping on validation AUROC.
 ``components_from: start`` applies class weights and EMA from the first epoch instead (the
 behaviour before the paper's two-stage reading was adopted). Each component can be switched off,
-which is how the ablation is expressed. Multi-class data (HAM10000) uses the same weights, one
-class against the rest, in a softmax cross-entropy: docs/fidelity.md says why.
+which is how the ablation is expressed. The loss is eq. 6's per-class binary cross-entropy for every
+task (``loss: bce``): multi-class data (HAM10000) trains on one-hot targets, one class against the rest,
+and is still predicted with a softmax; ``loss: task`` uses the softmax cross-entropy instead (weighted by
+the same w_c), which on imbalanced data trades accuracy for rare-class recall (docs/fidelity.md).
 """
 from __future__ import annotations
 
@@ -143,6 +145,9 @@ class SPFT(Strategy):
 
     def uses_amp(self):
         return bool(self.settings["amp"])
+
+    def bce_loss(self):
+        return self.settings["loss"] == "bce"
 
     def state_dict(self):
         return {"weights": None if self._weights is None else self._weights.tolist(),

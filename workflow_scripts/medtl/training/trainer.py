@@ -133,6 +133,8 @@ class Trainer:
         self.strategy = strategy
         self.net = strategy.net
         self.task = strategy.ctx.task
+        # the loss the strategy asks for: SPFT's eq. 6 is a per-class binary cross-entropy for every task
+        self.loss_task = "multilabel" if strategy.bce_loss() else self.task
         self.train, self.val, self.norm = train, val, norm
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.signature = signature
@@ -163,7 +165,7 @@ class Trainer:
                 logits = self.net.head_module()(self.features.to_device(x))
             else:
                 logits = self.forward(self.norm(x))
-        return task_loss(self.task, logits.float(), y.to(logits.device, non_blocking=True), weights)
+        return task_loss(self.loss_task, logits.float(), y.to(logits.device, non_blocking=True), weights)
 
     def _probe(self, order):
         """Each call runs forward/backward on the next training batch of this epoch's order
