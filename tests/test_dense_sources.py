@@ -86,15 +86,9 @@ def make_zip(path: Path, files: dict[str, bytes | str]) -> Path:
 
 
 def tar_gz(files: dict[str, bytes]) -> bytes:
-    import tarfile
+    from test_sources import tar_gz_bytes
 
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_gz_bytes(files)
 
 
 def prepare(tmp_path: Path, task: str, kind: str, options: dict, size: int = 32, name: str = "d"):

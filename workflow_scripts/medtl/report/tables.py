@@ -169,6 +169,12 @@ def best_method(rel: pd.DataFrame, datasets: list[str], archs: list[str], strate
     return pd.DataFrame(out)
 
 
+def add_significance_column(md: pd.DataFrame, best: pd.DataFrame) -> None:
+    """medtl.report.significance's flag, where the report has it: "no" marks a gain within the noise."""
+    if "gain_significant" in best:
+        md["Gain significant (Holm)"] = ["–" if pd.isna(v) else "yes" if v else "no" for v in best["gain_significant"]]
+
+
 def best_markdown(best: pd.DataFrame, reference: str) -> str:
     md = pd.DataFrame({
         "Dataset": best["dataset"], "Arch": best["arch"], "Metric": [label(m) for m in best["primary_metric"]],
@@ -178,8 +184,7 @@ def best_markdown(best: pd.DataFrame, reference: str) -> str:
         f"{reference} (test)": [fmt(v) for v in best["reference_test_mean"]],
         f"Gain over {reference} (%)": [fmt_pct(v) for v in best["gain_pct"]],
     })
-    if "gain_significant" in best:  # medtl.report.significance: "no" flags a gain within the noise
-        md["Gain significant (Holm)"] = ["–" if pd.isna(v) else "yes" if v else "no" for v in best["gain_significant"]]
+    add_significance_column(md, best)
     ties = [f"{d}/{a}: {s} ties with {t}" for d, a, s, t in
             zip(best["dataset"], best["arch"], best["best_strategy"], best["tied_with"]) if t]
     text = (f"Best strategy per dataset and architecture on the test primary metric (ties go to the first "
@@ -299,8 +304,7 @@ def table11_markdown(best: pd.DataFrame, reference: str) -> str:
         f"{reference} (same arch)": [fmt(v) for v in best["reference_mean"]],
         f"Gain over {reference} (%)": [fmt_pct(v) for v in best["gain_pct"]],
     })
-    if "gain_significant" in best:  # medtl.report.significance: "no" flags a gain within the noise
-        md["Gain significant (Holm)"] = ["–" if pd.isna(v) else "yes" if v else "no" for v in best["gain_significant"]]
+    add_significance_column(md, best)
     ties = [f"{d}: {a}/{s} ties with {t}" for d, a, s, t in
             zip(best["dataset"], best["arch"], best["strategy"], best["tied_with"]) if t]
     text = (f"Best (architecture, strategy) per dataset on the main metric, over every architecture and strategy "
