@@ -36,3 +36,4 @@ bench: setup
 	$(BIN)/python benchmarks/trainer_overhead.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/gpu_throughput.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/dag_planning.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/auto_rgn_rates.py $(BENCH_ARGS)

@@ -66,3 +66,11 @@ def test_dag_planning(bench, capsys):
     results = bench("dag_planning").main(["--quick"])
     out = capsys.readouterr().out
     assert "embedded default" in out and results["default"]["jobs"]["total"] > 0
+
+
+def test_auto_rgn_rates(bench, capsys):
+    results = bench("auto_rgn_rates").main(["--quick"])
+    out = capsys.readouterr().out
+    assert "RATIO smallest median backbone rate" in out
+    assert min(r["median"] for r in results.values()) >= 0.01  # the new head does not set the scale
+    assert all(r["moved"] == 1.0 for r in results.values())
