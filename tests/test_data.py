@@ -337,3 +337,18 @@ def test_kather_tiles_through_image_folder_and_prepare(tmp_path, shared_data):
     assert sum(store.meta["counts"].values()) == 24 and all(store.meta["counts"].values())
     assert (store.labels[store.classes].sum(axis=0) == 3).all()
     assert float(np.asarray(store.images).std()) > 5  # real tiles, not a blank array
+
+
+def test_synthetic_source_has_grey_and_colour_images():
+    """The offline stand-in for ImageNet covers grayscale targets (radiographs) too: about half of its
+    images are grey (three equal channels), the rest in colour, in every class."""
+    from medtl.data.synthetic import SOURCE_CLASSES, source_image
+
+    rng = np.random.default_rng(0)
+    grey = {c: [] for c in range(len(SOURCE_CLASSES))}
+    for i in range(160):
+        img = source_image(rng, i % len(SOURCE_CLASSES), 24).astype(int)
+        grey[i % len(SOURCE_CLASSES)].append(bool((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()))
+    share = np.mean([g for v in grey.values() for g in v])
+    assert 0.35 < share < 0.65
+    assert all(any(v) and not all(v) for v in grey.values())
