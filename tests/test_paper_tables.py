@@ -58,6 +58,18 @@ def test_table11_best_over_every_architecture_and_gain_over_the_same_architectur
     assert "| d2 | m | a2 | lp | 0.720 | 0.700 | +2.86 |" in md and "d3: a1/ft ties with a2/lp" in md
 
 
+def test_table12_leaves_out_what_is_never_compared_with_the_reference():
+    """An architecture that never ran the reference (a ViT that only runs an SPFT ablation) has no column, and a
+    strategy with no comparable pair (that ablation's variants) no row."""
+    extra = pd.DataFrame({"dataset": ["d1", "d1"], "arch": ["vit", "vit"], "strategy": ["spft_a", "spft_b"],
+                          "mean": [0.7, 0.8]})
+    frame = pd.concat([hand_frame(), extra], ignore_index=True)
+    t = effectiveness_counts(frame, "ft", 0.001).set_index("strategy")
+    assert "vit" not in t.columns and not {"spft_a", "spft_b"} & set(t.index)
+    plain = effectiveness_counts(hand_frame(), "ft", 0.001).set_index("strategy")
+    assert t.loc[TOTAL, "n_experiments"] == plain.loc[TOTAL, "n_experiments"]
+
+
 def test_table12_counts_per_architecture_total_and_effectiveness():
     t = effectiveness_counts(hand_frame(), "ft", 0.001, archs=["a1", "a2"],
                              strategies=["ft", "lp", "x"]).set_index("strategy")

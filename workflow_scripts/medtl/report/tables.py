@@ -326,6 +326,14 @@ def effectiveness_counts(scores: pd.DataFrame, reference: str = "ft", threshold:
     ``Total`` sums each column (its effectiveness is over all strategies' experiments)."""
     scores, datasets, archs, strategies = _scores(scores, datasets, archs, strategies)
     lookup = {(r["dataset"], r["arch"], r["strategy"]): r["mean"] for r in scores.to_dict("records")}
+
+    def comparable(ds, a, s):
+        return math.isfinite(relative_gain(lookup.get((ds, a, s), math.nan), lookup.get((ds, a, reference), math.nan)))
+
+    # an architecture never run with the reference (e.g. one that only runs an ablation) has no column, and a
+    # strategy compared nowhere no row: they are not experiments of this table
+    archs = [a for a in archs if any(math.isfinite(lookup.get((ds, a, reference), math.nan)) for ds in datasets)]
+    strategies = [s for s in strategies if any(comparable(ds, a, s) for ds in datasets for a in archs)]
     n_exp = len(datasets) * len(archs)
     out = []
     for s in strategies:
