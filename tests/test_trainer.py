@@ -259,14 +259,15 @@ def test_frozen_bn_setting_through_fit(mode, make_net, tiny_store):
 def test_cached_features_only_with_frozen_bn_eval(make_net):
     from conftest import context_for
     from medtl.strategies import STRATEGIES
-    from medtl.training.features import backbone_frozen, uses_frozen_features
+    from medtl.strategies import uses_frozen_features
 
     lp = STRATEGIES.get("lp")
     assert uses_frozen_features(lp, {}, "eval") and not uses_frozen_features(lp, {}, "train")
     ctx = context_for(make_net("resnet_tiny"))
     ctx.frozen_bn = "train"
     strategy = lp(ctx)
-    assert not uses_frozen_features(strategy) and not backbone_frozen(strategy, 0)
+    assert strategy.backbone_frozen(0) and not strategy.backbone_unchanged(0)
+    assert not uses_frozen_features(strategy)
 
 
 @pytest.mark.parametrize("strategy,settings,stages", [

@@ -9,13 +9,14 @@ import torch
 
 from medtl.data.store import load_store
 from medtl.models.weights import save_backbone
-from medtl.training.job import build, resolve_device
+from medtl.runtime import resolve_device, set_threads
+from medtl.training.job import build
 from medtl.training.trainer import LoopSettings, Trainer
 
 
 def pretrain(arch: str, settings: dict, training: dict, store_dir: str, out: str, checkpoint: str,
              threads: int = 1) -> None:
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     store = load_store(store_dir)
     epochs = int(settings.get("epochs", 5))

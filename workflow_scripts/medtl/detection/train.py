@@ -13,8 +13,6 @@ class, and the test predictions, in prepared-image pixels.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import shutil
 import sys
@@ -31,16 +29,13 @@ from medtl.detection.models import DETECTORS, TRAINING, resolve_cfg
 from medtl.detection.stages import StageController
 from medtl.detection.strategies import DETECTION_STRATEGIES
 from medtl.io import atomic_path, read_json, write_json
+from medtl.runtime import signature
 
 METRICS = ("map50", "map50_95", "precision", "recall")
 # what a job uses for a training setting its config slice leaves out: the declaration's defaults
 TRAINING_DEFAULTS = TRAINING
 PRIMARY = "map50_95"
 TRAINED = "trained.json"  # in the checkpoint folder: training is over, only evaluation is left
-
-
-def signature(hp: dict) -> str:
-    return hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def trainer_args(hp: dict, settings: dict, data_yaml: str, save_dir: Path, device: str,

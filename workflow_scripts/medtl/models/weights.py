@@ -13,6 +13,12 @@ from medtl.io import atomic_path
 from medtl.models.network import ARCHS, build_network
 
 
+def load_weights(net, weights_file: str | os.PathLike | None) -> None:
+    """Load a weights file of this module (a backbone state dict) into ``net``; None: keep its init."""
+    if weights_file:
+        net.load_backbone(torch.load(weights_file, map_location="cpu", weights_only=True))
+
+
 def save_backbone(state: dict, out: str | os.PathLike) -> None:
     with atomic_path(out) as tmp:
         torch.save(state, tmp)

@@ -6,8 +6,6 @@ structures. Structures an image lacks are neither prompted nor scored.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import sys
 import time
@@ -19,6 +17,7 @@ import torch
 
 from medtl.data.dense_store import load_dense_store
 from medtl.io import atomic_path, write_json
+from medtl.runtime import resolve_device, seed_everything, set_threads, signature
 from medtl.segmentation.sam import build_sam
 from medtl.segmentation.spec import MODEL_DEFAULTS, TRAINING
 from medtl.segmentation.strategies import SEGMENTATION_STRATEGIES
@@ -27,26 +26,6 @@ from medtl.segmentation.trainer import LoopSettings, SamTuner, SegData
 PRIMARY = "dice"
 # what a job uses for a setting its config slice leaves out: the declaration's defaults
 TRAINING_DEFAULTS = TRAINING
-
-
-def signature(hp: dict) -> str:
-    return hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but CUDA is not available; set device: auto or cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def scores_of(dice: np.ndarray, structures: list[str]) -> dict:
@@ -80,7 +59,7 @@ def run(hp: dict, store_dir: str, out_dir: str, checkpoint: str, weights_file: s
         threads: int = 1, hooks: list | None = None) -> dict:
     """Train, select on validation, evaluate on test; write metrics.json (last), per_image.csv,
     predictions.npz (test masks), history.csv and hparams.json into ``out_dir``."""
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     started = time.monotonic()
     store = load_dense_store(store_dir, task="segmentation")
     device = resolve_device(hp["training"].get("device", TRAINING_DEFAULTS["device"]))

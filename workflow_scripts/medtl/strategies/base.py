@@ -67,6 +67,18 @@ class Strategy:
             for m in self.net.block_modules(b):
                 m.eval()
 
+    #: some settings give epochs that train only the head on a frozen backbone (LP, LP-FT's first stage)
+    frozen_backbone = False
+
+    def backbone_frozen(self, epoch: int) -> bool:
+        """Whether ``epoch`` trains only the head, everything before it frozen."""
+        return False
+
+    def backbone_unchanged(self, epoch: int) -> bool:
+        """Whether ``epoch`` leaves the backbone exactly as it was: frozen, and in eval mode (``frozen_bn: eval``),
+        so that its BatchNorm statistics do not move either. Cached backbone features can then stand in for it."""
+        return self.ctx.frozen_bn == "eval" and self.frozen_backbone and self.backbone_frozen(epoch)
+
     def _blocks_with_grad(self) -> set[int]:
         return {b for n, b, h, p in self.net.named_block_parameters() if p.requires_grad}
 

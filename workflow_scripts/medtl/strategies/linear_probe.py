@@ -14,9 +14,6 @@ class FrozenBackboneStages:
     #: (which settings give such epochs: the declaration's ``frozen_backbone_when``)
     frozen_backbone = True
 
-    def backbone_frozen(self, epoch: int) -> bool:
-        raise NotImplementedError
-
     def on_epoch_start(self, epoch, optimizer, probe) -> None:
         self._epoch = epoch
         super().on_epoch_start(epoch, optimizer, probe)

@@ -29,15 +29,8 @@ import torch
 
 from medtl.io import write_json
 # answered without PyTorch, so that the workflow can ask while it plans
-from medtl.strategies.spec import uses_frozen_features
+from medtl.strategies.spec import uses_frozen_features  # noqa: F401
 from medtl.training.spec import FEATURES_VERSION, describe  # noqa: F401
-
-
-# -- which strategies use them ----------------------------------------------------------------------
-def backbone_frozen(strategy, epoch: int) -> bool:
-    """Whether, in ``epoch``, ``strategy`` trains only the head with everything before it in eval mode."""
-    check = getattr(strategy, "backbone_frozen", None)
-    return bool(check(epoch)) if uses_frozen_features(strategy) and check is not None else False
 
 
 # -- generic: cache the rows of any frozen function -------------------------------------------------------
@@ -101,10 +94,11 @@ def extract(spec: dict, store_dir: str, weights_file: str | None, out_npy: str, 
     """
     from medtl.data.store import load_store
     from medtl.models import build_network
+    from medtl.models.weights import load_weights
+    from medtl.runtime import resolve_device, set_threads
     from medtl.training.batches import Normalizer, SplitData
-    from medtl.training.job import load_weights, resolve_device
 
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     started = time.monotonic()
     store = load_store(store_dir)
     dev = resolve_device(device)

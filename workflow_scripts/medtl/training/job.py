@@ -1,8 +1,6 @@
 """One training job: (dataset, architecture, strategy, learning rate, seed) -> metrics."""
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,35 +13,18 @@ from medtl import metrics as M
 from medtl.data.store import load_store
 from medtl.io import atomic_path, write_json
 from medtl.models import build_network
+from medtl.models.weights import load_weights
+from medtl.runtime import resolve_device, seed_everything, set_threads, signature
 from medtl.strategies import STRATEGIES, Context
 from medtl.training.batches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, SplitData
 from medtl.training.features import CachedFeatures, describe, uses_frozen_features
 from medtl.training.predictions import FILE as PREDICTIONS, write_predictions
-from medtl.training.trainer import LoopSettings, Trainer, predict, seed_everything
+from medtl.training.trainer import LoopSettings, Trainer, predict
 
 
 #: on a GPU, checkpoints are written at most this often (plus the last epoch's): a killed job
 #: loses at most this much training; on a CPU after every epoch
 GPU_CHECKPOINT_INTERVAL_S = 120.0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but CUDA is not available; set training.device: auto or cpu")
-    return torch.device(name)
-
-
-def signature(hp: dict) -> str:
-    return hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_weights(net, weights_file: str | None) -> None:
-    if not weights_file:
-        return
-    state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    net.load_backbone(state)
 
 
 def build(hp: dict, store, weights_file: str | None, device: torch.device):
@@ -90,7 +71,7 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     ``features_file``: cached backbone features (the ``extract_features`` rule's .npy) used in the
     epochs in which the strategy's backbone is frozen. ``compile``: torch.compile the forward pass
     (default: ``hp["training"]["compile"]``, false)."""
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     started = time.monotonic()
     out = Path(out_dir)

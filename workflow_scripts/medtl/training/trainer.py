@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from medtl import metrics as M
 from medtl.strategies.base import Strategy
 from medtl.training.batches import Normalizer, SplitData
-from medtl.training.features import CachedFeatures, backbone_frozen
 
 
 @dataclass
@@ -55,12 +54,6 @@ class Outcome:
     epochs_run: int
     best_score: float
     history: list[dict] = field(default_factory=list)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def task_loss(task: str, logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -128,7 +121,7 @@ def epoch_line(epoch: int, epochs: int, stage: str, blocks: int, n_blocks: int, 
 class Trainer:
     def __init__(self, strategy: Strategy, train: SplitData, val: SplitData, norm: Normalizer,
                  settings: LoopSettings, checkpoint: Path | None = None, signature: str = "",
-                 features: CachedFeatures | None = None):
+                 features=None):
         self.s = settings
         self.strategy = strategy
         self.net = strategy.net
@@ -157,7 +150,7 @@ class Trainer:
     # -- one epoch -------------------------------------------------------------------------
     def cached(self, epoch: int) -> bool:
         """Whether ``epoch`` trains and validates the head on cached backbone features."""
-        return self.features is not None and backbone_frozen(self.strategy, epoch)
+        return self.features is not None and self.strategy.backbone_unchanged(epoch)
 
     def _loss(self, x, y, weights=None, cached: bool = False) -> torch.Tensor:
         with self.autocast():
@@ -184,7 +177,7 @@ class Trainer:
 
     def run_epoch(self, epoch: int, optimizer, scheduler) -> float:
         cached = self.cached(epoch)
-        if not backbone_frozen(self.strategy, epoch):
+        if not self.strategy.backbone_unchanged(epoch):
             self._leave_pristine()
         data = self.features.splits["train"] if cached else self.train
         order = self.train.shuffled(self.s.seed, epoch)  # the same order with and without the cache
