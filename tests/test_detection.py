@@ -135,18 +135,41 @@ def test_yolo_export_round_trip(det_data):
 
 # -- the stage schedule ------------------------------------------------------------------------------
 def test_stage_schedule():
-    ft = StageSchedule(staged=False)
+    """One schedule for every task (medtl.staging): the same settings give the same stages as classification's SPFT."""
+    ft = StageSchedule.full()
     assert [ft.n_unfrozen(e, 5) for e in range(3)] == [5, 5, 5]
-    spft = StageSchedule.from_settings({"head_epochs": 2, "top_k": 3, "unfreeze_every": 2}, staged=True)
+    spft = StageSchedule.from_settings({"head_epochs": 2, "top_k": 3, "unfreeze_every": 2})
     assert [spft.n_unfrozen(e, 5) for e in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 3, 3]
     assert [spft.stage_name(e, 5) for e in (0, 2, 9)] == ["head", "head+top1", "head+top3"]
-    everything = StageSchedule.from_settings({"head_epochs": 1, "top_k": "all"}, staged=True)
+    everything = StageSchedule.from_settings({"head_epochs": 1, "top_k": "all"})
     assert [everything.n_unfrozen(e, 3) for e in range(5)] == [0, 1, 2, 3, 3]
     assert everything.stage_name(4, 3) == "full"
-    at_once = StageSchedule.from_settings({"head_epochs": 1, "top_k": 2, "progressive": False}, staged=True)
+    at_once = StageSchedule.from_settings({"head_epochs": 1, "top_k": 2, "progressive": False})
     assert [at_once.n_unfrozen(e, 4) for e in range(3)] == [0, 2, 2]
+    head_only = StageSchedule.from_settings({"head_epochs": 1, "top_k": 0})
+    assert [head_only.n_unfrozen(e, 4) for e in range(3)] == [0, 0, 0]
     with pytest.raises(ValueError, match="top_k"):
-        StageSchedule.from_settings({"top_k": -1}, staged=True)
+        StageSchedule.from_settings({"top_k": -1})
+
+
+def test_spft_settings_mean_the_same_in_every_task():
+    """A setting SPFT has in several tasks is declared once: same type, same values allowed, same meaning."""
+    from medtl.segmentation.strategies import SEGMENTATION_STRATEGIES
+    from medtl.detection.strategies import DETECTION_STRATEGIES
+    from medtl.staging import SHARED
+    from medtl.strategies import STRATEGIES
+
+    declarations = {"classification": STRATEGIES.get("spft").settings.declared,
+                    "detection": DETECTION_STRATEGIES.get("spft").settings.declared,
+                    "segmentation": SEGMENTATION_STRATEGIES.get("spft").settings.declared}
+    for task, declared in declarations.items():
+        for name, setting in declared.items():
+            if name in SHARED:
+                shared = SHARED[name](setting.default)
+                assert (type(setting), setting.doc, setting.allowed()) == (type(shared), shared.doc, shared.allowed()), \
+                    f"{task}: {name}"
+    common = set(declarations["classification"]) & set(declarations["detection"]) & set(declarations["segmentation"])
+    assert {"head_epochs", "top_k", "unfreeze_every", "progressive", "ema", "ema_decay", "components_from"} <= common
 
 
 @pytest.mark.parametrize("cfg, kind, units", [
@@ -222,10 +245,12 @@ def test_spft_stages_freeze_exactly_the_scheduled_backbone_units(kind, cfg, n_ba
         for unit in units[len(units) - (epoch):]:
             assert any(layer_of(k) in unit for k in changed & params), f"epoch {epoch}: unit {unit} did not train"
         assert not any(".dfl" in k for k in changed)
-        assert snap["ema_decay_100"] > 0  # SPFT keeps an EMA of the weights
+        # SPFT's EMA and class weights act from stage 2, as in classification: before, the EMA is the trained weights
+        assert (snap["ema_decay_100"] > 0) == (epoch >= 1), epoch
+    assert [s["components"] for s in stages] == [False, True, True]
     if kind == "yolo":  # class-aware weights where the loss reads them (YOLO's BCE), recorded as applied
-        assert done["class_weights_applied"] and snaps[0]["class_weights"] is not None
-        assert math.isclose(float(snaps[0]["class_weights"].mean()), 1.0, rel_tol=1e-5)
+        assert done["class_weights_applied"] and snaps[0]["class_weights"] is None
+        assert math.isclose(float(snaps[1]["class_weights"].mean()), 1.0, rel_tol=1e-5)
     else:  # RT-DETR's loss has no class weights: not claimed
         assert not done["class_weights_applied"]
 
@@ -284,35 +309,53 @@ def test_amp_never_on_cpu_and_bf16_on_gpu():
     assert rtdetr["cls_pw"] == 0.0 and rtdetr["model"].endswith("medtl/detection/cfg/rtdetr-tiny.yaml")
 
 
-def test_killed_detection_job_resumes_from_last_epoch(det_data, tmp_path, capfd):
+def comparable(result: dict) -> str:
+    """A job's metrics without its wall time, as text: exact."""
+    return json.dumps({k: v for k, v in result.items() if k != "seconds"}, sort_keys=True)
+
+
+def test_killed_detection_job_resumes_as_an_uninterrupted_run(det_data, tmp_path, capfd):
+    """Killed after its second epoch (in SPFT's stage 2: EMA and class weights on), the job resumes and ends
+    with the uninterrupted run's metrics, history and predictions, exactly."""
     from medtl.detection.train import run
 
     store, folder = det_data
-    job = hp(strategy="spft", settings={"head_epochs": 1, "top_k": 1}, epochs=2)
-    args = (job, str(folder), str(store.root), str(tmp_path / "run"), str(tmp_path / "ckpt"), str(tmp_path / "cfg"))
+    job = hp(strategy="spft", settings={"head_epochs": 1, "top_k": 1, "ema_decay": 0.9}, epochs=3)
+
+    def args(name):
+        return (job, str(folder), str(store.root), str(tmp_path / name / "run"), str(tmp_path / name / "ckpt"),
+                str(tmp_path / "cfg"))
+
+    reference = run(*args("reference"))
 
     def kill(trainer):
-        if trainer.epoch == 0:
-            raise KeyboardInterrupt("killed after epoch 1")
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt("killed after epoch 2")
 
     with pytest.raises(KeyboardInterrupt):
-        run(*args, callbacks={"on_fit_epoch_end": [kill]})
-    assert (tmp_path / "ckpt" / "train" / "weights" / "last.pt").exists()
-    assert not (tmp_path / "run" / "metrics.json").exists()
+        run(*args("killed"), callbacks={"on_fit_epoch_end": [kill]})
+    assert (tmp_path / "killed" / "ckpt" / "train" / "weights" / "last.pt").exists()
+    assert not (tmp_path / "killed" / "run" / "metrics.json").exists()
     capfd.readouterr()
-    result = run(*args)
-    assert "resuming from" in capfd.readouterr().err
-    assert result["epochs_run"] == 2 and [s["stage"] for s in result["stages"]] == ["head", "head+top1"]
+    result = run(*args("killed"))
+    err = capfd.readouterr().err
+    assert "resuming from" in err and "restored the exact state after epoch 2" in err
+    assert result["epochs_run"] == 3 and [s["stage"] for s in result["stages"]] == ["head", "head+top1", "head+top1"]
+    assert comparable(result) == comparable(reference)
+    for name in ("history.csv", "predictions.csv"):
+        a, b = (pd.read_csv(tmp_path / run_name / "run" / name) for run_name in ("killed", "reference"))
+        pd.testing.assert_frame_equal(a.drop(columns=["time"], errors="ignore"),
+                                      b.drop(columns=["time"], errors="ignore"), check_exact=True)
     for split in ("val", "test"):
         assert set(result[split]) == {"map50", "map50_95", "precision", "recall"}
         assert all(v is None or 0 <= v <= 1 for v in result[split].values())
         assert set(result["per_class"][split]) == set(store.classes)
-    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "killed" / "run" / "metrics.json").read_text())
     assert saved["test"] == result["test"] and saved["primary_metric"] == "map50_95"
-    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    predictions = pd.read_csv(tmp_path / "killed" / "run" / "predictions.csv")
     assert list(predictions.columns) == ["index", "image_id", "class", "score", "x1", "y1", "x2", "y2"]
     assert set(predictions["index"]) <= set(store.indices("test"))
-    assert not (tmp_path / "ckpt").exists()  # a finished job leaves no checkpoint behind
+    assert not (tmp_path / "killed" / "ckpt").exists()  # a finished job leaves no checkpoint behind
 
 
 # -- report -----------------------------------------------------------------------------------------

@@ -152,7 +152,8 @@ def test_kill_and_resume_on_cached_features(strategy, settings, die_at, store_di
     state = torch.load(tmp_path / "killed" / "resume.ckpt", weights_only=False)
     assert state["epoch"] == die_at - 1
     if die_at <= settings.get("lp_epochs", 99):  # still LP: the checkpoint holds the head, not the backbone
-        assert state["pristine"] and set(state["net"]) == {"net.classifier.6.weight", "net.classifier.6.bias"}
+        learner = state["learner"]  # what the classification trainer keeps in the fit loop's checkpoint
+        assert learner["pristine"] and set(learner["net"]) == {"net.classifier.6.weight", "net.classifier.6.bias"}
     resumed, hist = run(hp, store_dir, weights, tmp_path, "killed", features=npy)
     assert json.dumps({k: v for k, v in resumed.items() if k != "seconds"}, sort_keys=True) == \
         json.dumps({k: v for k, v in reference.items() if k != "seconds"}, sort_keys=True)
@@ -191,14 +192,16 @@ def test_a_checkpoint_that_cannot_be_written_is_an_error(make_net, make_context,
 def test_checkpoint_interval_keeps_the_first_and_last_epochs(make_net, make_context, make_trainer, tiny_store,
                                                              tmp_path, monkeypatch):
     """On a GPU checkpoints are throttled (a fast epoch must not wait for a large write)."""
+    from medtl.fit import FitLoop
+
     saved = []
-    original = Trainer._save
+    original = FitLoop._save
 
     def spy(self, epoch, *args):
         saved.append(epoch)
         return original(self, epoch, *args)
 
-    monkeypatch.setattr(Trainer, "_save", spy)
+    monkeypatch.setattr(FitLoop, "_save", spy)
     strategy = STRATEGIES.get("ft")(make_context(make_net("resnet_tiny"), tiny_store))
     trainer = make_trainer(strategy, tiny_store, epochs=4, checkpoint=tmp_path / "resume.ckpt")
     trainer.s.checkpoint_interval_s = 3600

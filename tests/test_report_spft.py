@@ -16,7 +16,7 @@ from workflow_helpers import scheduled_jobs, write_config
 DEFAULTS = STRATEGIES.get("spft").defaults
 SETTINGS = {  # resolved settings, as the rule passes them; names deliberately unrelated to the roles
     "full": {**DEFAULTS, "top_k": 10},
-    "a": {**DEFAULTS, "progressive": False, "class_weights": False, "ema": False},      # head only
+    "a": {**DEFAULTS, "top_k": 0, "class_weights": False, "ema": False},                # head only
     "b": {**DEFAULTS, "top_k": 10, "class_weights": False, "ema": False},               # + progressive
     "c": {**DEFAULTS, "top_k": 10, "ema": False, "ema_decay": 0.5},                     # + class weights
     "every": {**DEFAULTS, "top_k": "all"},                                              # all layers
@@ -92,6 +92,11 @@ def test_roles_come_from_settings():
     # settings without effect do not matter: head only ignores top_k, no-EMA ignores ema_decay
     assert "top_k" not in effective(SETTINGS["a"]) and "ema_decay" not in effective(SETTINGS["c"])
     assert roles(SETTINGS, ["a", "b"]) == {"main": None, "ablation": [], "topk": []}
+    # progressive: false unfreezes the top_k at once (the meaning it has in every task): neither the ablation's
+    # head only nor a top-k row; nor is it the main variant
+    at_once = {**SETTINGS, "at_once": {**DEFAULTS, "top_k": 10, "progressive": False}}
+    r = roles(at_once, ["at_once", *SETTINGS])
+    assert r["main"] == "full" and "at_once" not in r["ablation"] + r["topk"]
 
 
 def test_every_output_is_written(report):
@@ -178,7 +183,7 @@ def _config(strategies):
 @pytest.mark.slow
 def test_report_spft_is_scheduled_only_with_spft_strategies(tmp_path):
     cfg = write_config(tmp_path / "with.yaml", _config({"ft": {}, "spft": {"top_k": 2},
-                                                         "spft_head_only": {"type": "spft", "progressive": False}}))
+                                                         "spft_head_only": {"type": "spft", "top_k": 0}}))
     jobs = scheduled_jobs(tmp_path, cfg)
     rules = [r for r, _ in jobs]
     assert rules.count("report_spft") == 1 and rules.count("report_published") == 1

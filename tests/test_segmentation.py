@@ -231,34 +231,55 @@ def test_ft_trains_encoder_and_decoder_but_never_the_prompt_encoder(seg_store):
     assert {g["lr"] for g in tuner.optimizer.param_groups} == {0.0003}  # one rate, constant
 
 
-def test_killed_segmentation_job_resumes(seg_store, tmp_path, capsys):
+def comparable(result: dict) -> str:
+    """A job's metrics without its wall time, as text: exact."""
+    return json.dumps({k: v for k, v in result.items() if k != "seconds"}, sort_keys=True)
+
+
+def test_killed_segmentation_job_resumes_as_an_uninterrupted_run(seg_store, tmp_path, capsys):
+    """Killed after its second epoch (SPFT's stage 2: EMA on, one encoder block unfrozen), the job resumes
+    and ends with the uninterrupted run's metrics, history and predictions, exactly."""
     from medtl.segmentation.train import run
 
-    job = hp(strategy="spft", settings={"head_epochs": 1, "top_k": 1}, epochs=2)
-    args = (job, str(seg_store.root), str(tmp_path / "run"), str(tmp_path / "ckpt" / "resume.ckpt"))
+    job = hp(strategy="spft", settings={"head_epochs": 1, "top_k": 2, "ema_decay": 0.9}, epochs=3)
+
+    def args(name):
+        return job, str(seg_store.root), str(tmp_path / name / "run"), str(tmp_path / name / "ckpt" / "resume.ckpt")
+
+    reference = run(*args("reference"))
 
     def kill(epoch):
-        if epoch == 0:
-            raise KeyboardInterrupt("killed after epoch 1")
+        if epoch == 1:
+            raise KeyboardInterrupt("killed after epoch 2")
 
     with pytest.raises(KeyboardInterrupt):
-        run(*args, hooks=[kill])
-    assert (tmp_path / "ckpt" / "resume.ckpt").exists() and not (tmp_path / "run").exists()
+        run(*args("killed"), hooks=[kill])
+    assert (tmp_path / "killed" / "ckpt" / "resume.ckpt").exists() and not (tmp_path / "killed" / "run").exists()
     capsys.readouterr()
-    result = run(*args)
-    assert "resumed from" in capsys.readouterr().err
-    assert result["epochs_run"] == 2 and [s["stage"] for s in result["stages"]] == ["head", "head+top1"]
+    result = run(*args("killed"))
+    err = capsys.readouterr().err
+    assert "resumed from" in err and "after epoch 1" in err
+    assert [line for line in err.splitlines() if "] epoch " in line][0].startswith("[segmentation] epoch 3/3")
+    assert result["epochs_run"] == 3 and [s["stage"] for s in result["stages"]] == ["head", "head+top1", "head+top2"]
+    assert comparable(result) == comparable(reference)
+    drop = ["seconds"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "killed" / "run" / "history.csv").drop(columns=drop),
+                                  pd.read_csv(tmp_path / "reference" / "run" / "history.csv").drop(columns=drop),
+                                  check_exact=True)
+    with np.load(tmp_path / "killed" / "run" / "predictions.npz") as a, \
+            np.load(tmp_path / "reference" / "run" / "predictions.npz") as b:
+        assert np.array_equal(a["masks"], b["masks"])
     assert set(result["test"]) == {"dice", "dice_heart", "dice_left_lung", "dice_right_lung"}
     assert all(0 <= v <= 1 for v in result["test"].values())
     per = [result["test"][f"dice_{s}"] for s in seg_store.classes]
     assert result["test"]["dice"] == pytest.approx(np.mean(per))
-    per_image = pd.read_csv(tmp_path / "run" / "per_image.csv")
+    per_image = pd.read_csv(tmp_path / "killed" / "run" / "per_image.csv")
     assert per_image.groupby("structure")["dice"].mean().to_dict() == pytest.approx(
         {s: result["test"][f"dice_{s}"] for s in seg_store.classes})
-    with np.load(tmp_path / "run" / "predictions.npz") as npz:
+    with np.load(tmp_path / "killed" / "run" / "predictions.npz") as npz:
         assert npz["masks"].shape == (len(seg_store.indices("test")), 3, 64, 64)
         assert set(np.unique(npz["masks"])) <= {0, 1}
-    assert not (tmp_path / "ckpt" / "resume.ckpt").exists()
+    assert not (tmp_path / "killed" / "ckpt" / "resume.ckpt").exists()
 
 
 # -- report ------------------------------------------------------------------------------------------------

@@ -452,7 +452,9 @@ def test_spft_schedule(make_net, make_context):
     assert s.trainable_blocks(20) == set(range(6))  # capped at the backbone
     s = make("spft", net, make_context, head_epochs=0, top_k="all")
     assert s.trainable_blocks(20) == set(range(6))
-    s = make("spft", net, make_context, progressive=False)
+    s = make("spft", net, make_context, head_epochs=2, top_k=3, progressive=False)  # all top_k when stage 2 starts
+    assert [s.trainable_blocks(e) for e in range(4)] == [{5}, {5}, {2, 3, 4, 5}, {2, 3, 4, 5}]
+    s = make("spft", net, make_context, top_k=0)  # the ablation's "head only"
     assert all(s.trainable_blocks(e) == {5} for e in range(10))
     s = make("spft", net, make_context, head_epochs=2, top_k=2)
     s.apply_freezing(2)
@@ -568,7 +570,7 @@ def test_spft_evaluates_the_ema_weights_from_stage2(make_net, make_context, make
     start = params_of(net)
     optimizer = s.build_optimizer()
     trainer.run_epoch(0, optimizer, None)  # stage 1: no EMA yet, the live network is evaluated
-    assert s.ema is None and s.eval_model() is net
+    assert s.ema.module is None and s.eval_model() is net
     after_stage1 = params_of(net)
     trainer.run_epoch(1, optimizer, None)  # stage 2: head + top block
     live, ema = params_of(net), {n: p.detach() for n, p in s.ema.module.net.named_parameters()}
@@ -697,7 +699,7 @@ def test_spft_state_round_trip(make_net, make_context):
     other.after_step()
     assert not torch.equal(other.ema.module.net.conv1.weight, s.ema.module.net.conv1.weight)
     other.load_state_dict(state)
-    assert other.ema_updates == 2 and other.ema_decay_now() == s.ema_decay_now()
+    assert other.ema.updates == 2 and other.ema_decay_now() == s.ema_decay_now()
     np.testing.assert_allclose(other.class_weights().numpy(), s.class_weights().numpy())
     for (n, a), (_, b) in zip(s.ema.module.state_dict().items(), other.ema.module.state_dict().items()):
         assert torch.equal(a, b), n

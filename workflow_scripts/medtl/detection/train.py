@@ -28,6 +28,7 @@ from medtl.detection.export import DATA_YAML, index_of
 from medtl.detection.models import DETECTORS, TRAINING, resolve_cfg
 from medtl.detection.stages import StageController
 from medtl.detection.strategies import DETECTION_STRATEGIES
+from medtl.fit import GPU_CHECKPOINT_INTERVAL_S, Checkpointer
 from medtl.io import atomic_path, read_json, write_json
 from medtl.runtime import signature
 
@@ -36,6 +37,7 @@ METRICS = ("map50", "map50_95", "precision", "recall")
 TRAINING_DEFAULTS = TRAINING
 PRIMARY = "map50_95"
 TRAINED = "trained.json"  # in the checkpoint folder: training is over, only evaluation is left
+EXACT = "exact.pt"  # in the checkpoint folder: the last epoch's full-precision state (medtl.detection.stages)
 
 
 def trainer_args(hp: dict, settings: dict, data_yaml: str, save_dir: Path, device: str,
@@ -54,8 +56,9 @@ def trainer_args(hp: dict, settings: dict, data_yaml: str, save_dir: Path, devic
         "momentum": float(t["momentum"]), "weight_decay": float(t["weight_decay"]),
         "warmup_epochs": float(t["warmup_epochs"]), "nbs": int(t["nbs"]), "patience": int(t["patience"]),
         "cos_lr": bool(settings["cos_lr"]),
-        # class-aware weighting only where the loss reads it (see medtl.detection.strategies)
-        "cls_pw": float(settings["class_weights"]) if spec.class_weights else 0.0,
+        # class-aware weighting only where the loss reads it (see medtl.detection.strategies); the stage
+        # callbacks switch it off before SPFT's stage 2
+        "cls_pw": float(settings["class_weights_power"]) if spec.class_weights and settings["class_weights"] else 0.0,
         "seed": int(hp["seed"]), "deterministic": bool(t["deterministic"]),
         "device": device, "workers": int(t["workers"]),
         # bf16 on GPU skips the AMP check (which would download a model); never AMP on CPU
@@ -107,7 +110,9 @@ def train(hp: dict, data_dir: str, checkpoint_dir: str, weights_file: str | None
     device = offline.device_arg(hp["training"].get("device", TRAINING_DEFAULTS["device"]))
     args = trainer_args(hp, settings, str(Path(data_dir).resolve() / DATA_YAML), save_dir, device, weights_file)
     point = _resume_point(last, args["epochs"])
-    controller = StageController(schedule, settings, record_file=ckpt / "stages.json")
+    state = Checkpointer(ckpt / EXACT, sig, GPU_CHECKPOINT_INTERVAL_S if device != "cpu" else 0.0, "[detection]")
+    controller = StageController(schedule, settings, lambda epoch: strategy.components_active(settings, epoch),
+                                 seed=int(hp["seed"]), record_file=ckpt / "stages.json", state=state)
     if point != "finished":
         if point == "resume":
             print(f"[detection] resuming from {last}", file=sys.stderr, flush=True)
@@ -115,6 +120,7 @@ def train(hp: dict, data_dir: str, checkpoint_dir: str, weights_file: str | None
         elif save_dir.exists():
             shutil.rmtree(save_dir)  # a start that never saved an epoch
             controller.records.clear()
+            state.remove()
         trainer = spec.trainer_class()(overrides=args)
         controller.attach(trainer)
         for event, fns in (callbacks or {}).items():
@@ -130,7 +136,7 @@ def train(hp: dict, data_dir: str, checkpoint_dir: str, weights_file: str | None
     done = {"weights": str(best if best.exists() else last), "best_epoch": best_epoch,
             "epochs_run": int(len(history)), "history": history.to_dict("records"), "stages": controller.history(),
             "settings": settings, "device": device,
-            "class_weights_applied": bool(spec.class_weights and settings["class_weights"] > 0)}
+            "class_weights_applied": bool(spec.class_weights and settings["class_weights"])}
     write_json(done_file, done)
     return done
 

@@ -5,11 +5,12 @@ Input: the ``metrics.json`` of every SPFT-type training job, and each SPFT varia
 (its config entry over SPFT's defaults). The variants' roles come from their settings, not their names:
 
 - for each architecture, the *main* variant is the first (in config order) with every component on
-  (``progressive``, ``class_weights``, ``ema``) that has runs on it;
+  (unfreezing, i.e. ``top_k`` other than 0, progressive; ``class_weights``; ``ema``) that has runs on it;
 - the *ablation* rows are the variants that differ from the main one only in those components
-  (settings without effect are ignored: ``top_k``, ``head_epochs``, ``unfreeze_every`` without
-  progressive unfreezing, ``refine_gamma`` without class weights, ``ema_decay`` without EMA), in the
-  order head only -> + progressive unfreezing -> + class weights -> + EMA (full SPFT);
+  (settings without effect are ignored: ``top_k``, ``progressive`` and ``unfreeze_every`` when
+  ``top_k: 0`` keeps the backbone frozen, ``head_epochs`` then too unless it starts class weights or EMA,
+  ``refine_gamma`` without class weights, ``ema_decay`` without EMA, ``components_from`` without either),
+  in the order head only (``top_k: 0``) -> + progressive unfreezing -> + class weights -> + EMA (full SPFT);
 - the *top-k* rows are the full variants that differ from the main one only in ``top_k``.
 
 Scores: test macro AUROC (and per-class test AUROC) at the learning rate with the best mean validation
@@ -37,10 +38,10 @@ from .published import MATCHED, UNMATCHED, Reference, fmt, matched_markdown, sid
 from .tables import markdown, ordered
 
 METRIC = "auroc"
-COMPONENTS = ("progressive", "class_weights", "ema")
-#: settings that have no effect when a component is off
-INERT = {"progressive": ("top_k", "head_epochs", "unfreeze_every"), "class_weights": ("refine_gamma",),
-         "ema": ("ema_decay",)}
+#: the ablation's components; "unfreezing" is ``top_k`` other than 0 (``top_k: 0``: the head trains alone)
+COMPONENTS = ("unfreezing", "class_weights", "ema")
+#: settings that can have no effect, depending on the components (see :func:`effective`)
+INERT = ("top_k", "progressive", "unfreeze_every", "head_epochs", "refine_gamma", "ema_decay", "components_from")
 CHAIN = {(False, False, False): "Head only", (True, False, False): "+ progressive unfreezing",
          (True, True, False): "+ class weights", (True, True, True): "+ EMA (full SPFT)"}
 
@@ -132,19 +133,27 @@ def per_class_stats(classes: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFra
 
 # -- roles of the variants ------------------------------------------------------------------------------------
 def effective(settings: dict) -> dict:
-    """The settings that change what a variant does (inert ones dropped)."""
+    """The settings that change what a variant does (inert ones dropped), with ``unfreezing`` added."""
     s = dict(settings)
-    for component, inert in INERT.items():
-        if not s.get(component, True):
-            for key in inert:
-                s.pop(key, None)
+    s["unfreezing"] = s.get("top_k", "all") != 0
+    weights, ema = bool(s.get("class_weights", True)), bool(s.get("ema", True))
+    if not s["unfreezing"]:
+        for key in ("top_k", "progressive", "unfreeze_every"):
+            s.pop(key, None)
+        if not (weights or ema) or s.get("components_from") == "start":
+            s.pop("head_epochs", None)  # it would only say when class weights or EMA start
+    if not weights:
+        s.pop("refine_gamma", None)
+    if not ema:
+        s.pop("ema_decay", None)
+    if not (weights or ema):
+        s.pop("components_from", None)
     return s
 
 
 def _inert_only(a: dict, b: dict, keys: tuple[str, ...]) -> bool:
     """Keys present in only one of the two are all inert in the other."""
-    inert = {k for ks in INERT.values() for k in ks}
-    return all(k in inert for k in (set(a) ^ set(b)) - set(keys))
+    return all(k in INERT for k in (set(a) ^ set(b)) - set(keys))
 
 
 def differs_only_in(a: dict, b: dict, keys: tuple[str, ...]) -> bool:
@@ -154,7 +163,8 @@ def differs_only_in(a: dict, b: dict, keys: tuple[str, ...]) -> bool:
 
 
 def flags(settings: dict) -> tuple[bool, bool, bool]:
-    return tuple(bool(settings.get(c, True)) for c in COMPONENTS)
+    e = effective(settings)
+    return tuple(bool(e.get(c, True)) for c in COMPONENTS)
 
 
 def flag_label(settings: dict) -> str:
@@ -176,7 +186,7 @@ def roles(settings: dict[str, dict], strategies_with_runs: list[str]) -> dict[st
     """{'main': name or None, 'ablation': [names in chain order], 'topk': [names, main first]}
     among ``strategies_with_runs`` (config order)."""
     names = [s for s in strategies_with_runs if s in settings]
-    main = next((s for s in names if all(flags(settings[s]))), None)
+    main = next((s for s in names if all(flags(settings[s])) and settings[s].get("progressive", True)), None)
     if main is None:
         return {"main": None, "ablation": [], "topk": []}
     ablation = [s for s in names if differs_only_in(settings[s], settings[main], COMPONENTS)]
@@ -221,7 +231,7 @@ def variant_table(side: pd.DataFrame, arch: str, names: list[str], datasets: lis
         f = flags(settings[s])
         line = {"Configuration": label, "Strategy": s}
         if kind == "ablation":
-            line.update({"Progressive": "✓" if f[0] else "–", "Class weights": "✓" if f[1] else "–",
+            line.update({"Progressive unfreezing": "✓" if f[0] else "–", "Class weights": "✓" if f[1] else "–",
                          "EMA": "✓" if f[2] else "–"})
         else:
             line["top_k"] = str(settings[s].get("top_k"))
@@ -231,8 +241,8 @@ def variant_table(side: pd.DataFrame, arch: str, names: list[str], datasets: lis
         line["vs. published"] = _vs_published(rows)
         md.append(line)
         for r in rows.to_dict("records"):
-            csv.append({"arch": arch, "configuration": label, "table": kind, **{c: settings[s].get(c) for c in
-                        (*COMPONENTS, "top_k")}, **r})
+            csv.append({"arch": arch, "configuration": label, "table": kind, **dict(zip(COMPONENTS, f)),
+                        "top_k": settings[s].get("top_k"), **r})
     return pd.DataFrame(csv), markdown(pd.DataFrame(md)) if md else ""
 
 

@@ -40,7 +40,7 @@ TRAINING = Settings(
     lr=Number(0.0001, above=0, doc="the mask decoder's learning rate; the encoder's is encoder_lr_ratio x this"),
     weight_decay=Number(0.01, minimum=0, doc="AdamW's weight decay"),
     box_jitter=Number(0.1, minimum=0, doc="box sides move by up to this fraction of the box in training"),
-    patience=Int(100, minimum=0, doc="epochs without a gain in validation Dice before stopping"),
+    patience=Int(100, minimum=0, doc="epochs in a row without a gain in validation Dice before stopping (0: never)"),
     dice_weight=Number(1.0, minimum=0, doc="weight of the Dice loss"),
     bce_weight=Number(1.0, minimum=0, doc="weight of the binary cross-entropy"),
     device=DEVICE,

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from medtl.data.dense_store import load_dense_store
+from medtl.fit import GPU_CHECKPOINT_INTERVAL_S
 from medtl.io import atomic_path, write_json
 from medtl.runtime import resolve_device, seed_everything, set_threads, signature
 from medtl.segmentation.sam import build_sam
@@ -50,7 +51,8 @@ def build_tuner(hp: dict, store, weights_file: str | None, device: torch.device,
     loop = LoopSettings(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
                         weight_decay=float(t["weight_decay"]), box_jitter=float(t["box_jitter"]),
                         seed=int(hp["seed"]), patience=int(t["patience"]), eval_batch_size=int(t["eval_batch_size"]),
-                        dice_weight=float(t["dice_weight"]), bce_weight=float(t["bce_weight"]), amp=bool(t["amp"]))
+                        dice_weight=float(t["dice_weight"]), bce_weight=float(t["bce_weight"]), amp=bool(t["amp"]),
+                        checkpoint_interval_s=GPU_CHECKPOINT_INTERVAL_S if device.type == "cuda" else 0.0)
     return SamTuner(sam, settings, strategy.schedule(settings), loop, train, val, device,
                     checkpoint=Path(checkpoint) if checkpoint else None, signature=signature(hp))
 

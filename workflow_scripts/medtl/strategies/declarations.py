@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from medtl.metric_names import METRICS
 from medtl.settings import Bool, Choice, Int, Number, Settings
+from medtl.staging import SHARED, shared
 from medtl.strategies.spec import STRATEGIES, StrategySpec
 
-UNFREEZE_EVERY = Int(1, minimum=1, doc="epochs between two unfreezings")
+UNFREEZE_EVERY = SHARED["unfreeze_every"](1)
 STARTING_POINT = Settings(
     alpha=Number(0.01, minimum=0, doc="weight α of the distance to the pretrained starting point"),
     beta=Number(0.01, minimum=0, doc="weight β of the L2 penalty on the new head"),
@@ -65,27 +66,22 @@ STRATEGIES.register("auto_rgn")(StrategySpec(
 STRATEGIES.register("spft")(StrategySpec(
     "medtl.strategies.spft:SPFT",
     Settings(
-        head_epochs=Int(2, minimum=0, doc="stage 1: epochs that train the head alone"),
-        top_k=Int(2, minimum=0, also=("all",), doc="backbone blocks unfrozen in stage 2, from the top"),
-        unfreeze_every=UNFREEZE_EVERY,
-        progressive=Bool(True, doc="unfreeze the top_k blocks one by one (false: none, the head trains alone)"),
-        class_weights=Bool(True, doc="class-aware loss weights N_neg/N_pos, refined by validation AUC"),
-        refine_gamma=Number(0.5, minimum=0, doc="strength of the refinement by per-class validation AUC"),
-        ema=Bool(True, doc="evaluate an exponential moving average of the weights"),
-        ema_decay=Number(0.99, minimum=0, below=1, doc="the EMA's decay, reached after its warm-up"),
-        encoder_lr_ratio=Number(0.06, minimum=0, doc="the backbone's learning rate, as a fraction of lr"),
-        weight_decay=Number(0.05, minimum=0, doc="AdamW's weight decay"),
-        warmup_epochs=Int(0, minimum=0, doc="linear warm-up before the cosine schedule"),
+        # the settings SPFT shares with detection and segmentation: one meaning (medtl.staging.SHARED)
+        shared(head_epochs=2, top_k=2, unfreeze_every=1, progressive=True, class_weights=True),
+        Settings(refine_gamma=Number(0.5, minimum=0, doc="strength of the refinement by per-class validation AUC")),
+        shared(ema=True, ema_decay=0.99, encoder_lr_ratio=0.06),
+        Settings(weight_decay=Number(0.05, minimum=0, doc="AdamW's weight decay")),
+        shared(warmup_epochs=0),
         amp=Bool(True, doc="bf16 autocast on a GPU (never on a CPU)"),
         monitor=Choice("auroc", choices=METRICS, doc="validation metric for early stopping and the best epoch"),
-        components_from=Choice("stage2", choices=("stage2", "start"),
-                               doc="class weights and EMA from stage 2 (the paper's Fig. 6) or from the start"),
+        components_from=SHARED["components_from"]("stage2"),
         loss=Choice("bce", choices=("bce", "task"),
                     doc="bce: eq. 6's per-class binary cross-entropy for every task (multi-class data on one-hot "
                         "targets); task: the task's own loss (softmax cross-entropy for multi-class data)"),
     ),
-    trains="stage 1: head only for `head_epochs`, plain loss; stage 2: the top `top_k` blocks one by one, "
-           "class-aware loss weights w_c = N_neg/N_pos (mean 1, on each class's whole loss term) refined by "
-           "per-class validation AUC, EMA weights (decay warming up to `ema_decay`) evaluated; throughout AdamW "
-           "with encoder rate = `encoder_lr_ratio` × lr, cosine schedule, bf16 autocast on GPU, early stopping "
-           "on validation AUROC; the loss is eq. 6's per-class binary cross-entropy for every task"))
+    trains="stage 1: head only for `head_epochs`, plain loss; stage 2: the top `top_k` blocks one by one "
+           "(`progressive: false`: all at once; `top_k: 0`: none), class-aware loss weights w_c = N_neg/N_pos "
+           "(mean 1, on each class's whole loss term) refined by per-class validation AUC, EMA weights (decay "
+           "warming up to `ema_decay`) evaluated; throughout AdamW with encoder rate = `encoder_lr_ratio` × lr, "
+           "cosine schedule, bf16 autocast on GPU, early stopping on validation AUROC; the loss is eq. 6's "
+           "per-class binary cross-entropy for every task"))

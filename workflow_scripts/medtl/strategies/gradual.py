@@ -1,6 +1,9 @@
 """Gradual unfreezing: the head trains from the start and one more block is
 unfreezed every ``unfreeze_every`` epochs, from the last block back (G-LF) or
-from the first block on (G-FL)."""
+from the first block on (G-FL). How many blocks train in an epoch is the schedule every staged
+strategy shares (:class:`medtl.staging.StageSchedule`): a head-only stage of ``unfreeze_every``
+epochs, then one more block every ``unfreeze_every`` epochs, up to the whole backbone."""
+from medtl.staging import StageSchedule
 from medtl.strategies.base import Strategy
 
 
@@ -8,8 +11,9 @@ class _Gradual(Strategy):
     last_first = True
 
     def n_unfrozen(self, epoch: int) -> int:
-        backbone = self.net.n_blocks - 1
-        return min(backbone, epoch // int(self.settings["unfreeze_every"]))
+        every = int(self.settings["unfreeze_every"])
+        schedule = StageSchedule(head_epochs=every, top_k="all", unfreeze_every=every, progressive=True)
+        return schedule.n_unfrozen(epoch, self.net.n_blocks - 1)
 
     def trainable_blocks(self, epoch: int) -> set[int]:
         head_block, k = self.net.n_blocks - 1, self.n_unfrozen(epoch)

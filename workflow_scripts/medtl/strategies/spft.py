@@ -1,10 +1,12 @@
 """SPFT, staged progressive fine-tuning (the second study, section II and Fig. 6).
 
-Stage 1 (``head_epochs`` epochs): the head alone trains, with the plain loss.
-Stage 2 (every later epoch):
+The stages are the schedule every task shares (:class:`medtl.staging.StageSchedule`, the backbone
+units being the network's blocks). Stage 1 (``head_epochs`` epochs): the head alone trains, with
+the plain loss. Stage 2 (every later epoch):
 
 - progressive unfreezing of the top ``top_k`` backbone blocks (transformer layers for a ViT),
-  one more every ``unfreeze_every`` epochs, from the top down;
+  one more every ``unfreeze_every`` epochs, from the top down (``progressive: false``: all ``top_k``
+  at once; ``top_k: 0``: none, the head trains alone throughout);
 - class-aware loss weights (eq. 4-6): w_c = N_neg,c / N_pos,c, normalised to mean 1, multiplying
   the whole per-class term of the loss, and refined after each validation by the per-class AUC
   (weaker classes gain weight);
@@ -24,12 +26,11 @@ the same w_c), which on imbalanced data trades accuracy for rare-class recall (d
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-from timm.utils.model_ema import ModelEmaV3
 
+from medtl.fit import Ema
+from medtl.staging import StageSchedule, WarmupCosine, components_active
 from medtl.strategies.base import Strategy
 
 
@@ -62,13 +63,13 @@ class SPFT(Strategy):
         self.monitor = s["monitor"]
         self._weights = (count_weights(ctx.task, ctx.train_targets) if s["class_weights"]
                          else None)
-        self.ema: ModelEmaV3 | None = None  # created at the first update of stage 2
-        self.ema_updates = 0
+        self.ema = Ema(float(s["ema_decay"])) if s["ema"] else None  # averaging from its first update (stage 2)
         self._epoch = 0
+        self.schedule = StageSchedule.from_settings(s)
 
     def in_stage2(self, epoch: int) -> bool:
         """Whether class weights, their refinement and the EMA act in ``epoch``."""
-        return self.settings["components_from"] == "start" or epoch >= int(self.settings["head_epochs"])
+        return components_active(self.settings, epoch)
 
     def on_epoch_start(self, epoch, optimizer, probe):
         self._epoch = epoch
@@ -79,19 +80,14 @@ class SPFT(Strategy):
         super().apply_freezing(epoch)
 
     def n_unfrozen(self, epoch: int) -> int:
-        s = self.settings
-        backbone = self.net.n_blocks - 1
-        top_k = backbone if s["top_k"] == "all" else min(int(s["top_k"]), backbone)
-        if not s["progressive"] or epoch < int(s["head_epochs"]):
-            return 0
-        return min(top_k, 1 + (epoch - int(s["head_epochs"])) // int(s["unfreeze_every"]))
+        return self.schedule.n_unfrozen(epoch, self.net.n_blocks - 1)  # every block but the head's
 
     def trainable_blocks(self, epoch: int) -> set[int]:
         head_block = self.net.n_blocks - 1
         return set(range(head_block - self.n_unfrozen(epoch), head_block + 1))
 
     def stage(self, epoch: int) -> str:
-        return f"{'stage2' if epoch >= int(self.settings['head_epochs']) else 'stage1'} {super().stage(epoch)}"
+        return f"{'stage2' if self.schedule.in_stage2(epoch) else 'stage1'} {super().stage(epoch)}"
 
     def param_groups(self):
         encoder, head = [], []
@@ -106,14 +102,8 @@ class SPFT(Strategy):
                                  weight_decay=float(self.settings["weight_decay"]))
 
     def build_scheduler(self, optimizer):
-        total = max(1, self.ctx.epochs * self.ctx.steps_per_epoch)
-        warmup = int(self.settings["warmup_epochs"]) * self.ctx.steps_per_epoch
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
+        steps = self.ctx.steps_per_epoch
+        factor = WarmupCosine(total=max(1, self.ctx.epochs * steps), warmup=int(self.settings["warmup_epochs"]) * steps)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def class_weights(self):
@@ -121,27 +111,20 @@ class SPFT(Strategy):
             return None
         return torch.as_tensor(self._weights, dtype=torch.float32, device=self.ctx.device)
 
-    def _new_ema(self) -> ModelEmaV3:
-        return ModelEmaV3(self.net, decay=float(self.settings["ema_decay"]), use_warmup=True)
-
     def after_step(self):
-        if not self.settings["ema"] or not self.in_stage2(self._epoch):
-            return
-        if self.ema is None:
-            self.ema = self._new_ema()
-        self.ema_updates += 1
-        self.ema.update(self.net, step=self.ema_updates)  # the first update copies the network
+        if self.ema is not None and self.in_stage2(self._epoch):
+            self.ema.update(self.net)  # the first update copies the network
 
     def ema_decay_now(self) -> float | None:
         """The decay the last EMA update used (None before the first)."""
-        return None if self.ema is None else self.ema.get_decay(self.ema_updates)
+        return None if self.ema is None else self.ema.decay_now()
 
     def on_validation(self, epoch, per_class_auc):
         if self._weights is not None and self.in_stage2(epoch):
             self._weights = refine_weights(self._weights, per_class_auc, float(self.settings["refine_gamma"]))
 
     def eval_model(self):
-        return self.ema.module if self.ema is not None else self.net
+        return self.ema.module if self.ema is not None and self.ema.module is not None else self.net
 
     def uses_amp(self):
         return bool(self.settings["amp"])
@@ -151,13 +134,10 @@ class SPFT(Strategy):
 
     def state_dict(self):
         return {"weights": None if self._weights is None else self._weights.tolist(),
-                "ema": None if self.ema is None else self.ema.module.state_dict(),
-                "ema_updates": self.ema_updates}
+                "ema": None if self.ema is None else self.ema.state_dict()}
 
     def load_state_dict(self, state):
         if state.get("weights") is not None:
             self._weights = np.asarray(state["weights"])
-        self.ema_updates = int(state.get("ema_updates", 0))
-        if self.settings["ema"] and state.get("ema") is not None:
-            self.ema = self._new_ema()
-            self.ema.module.load_state_dict(state["ema"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"], self.net)

@@ -11,6 +11,7 @@ import torch
 
 from medtl import metrics as M
 from medtl.data.store import load_store
+from medtl.fit import GPU_CHECKPOINT_INTERVAL_S
 from medtl.io import atomic_path, write_json
 from medtl.models import build_network
 from medtl.models.weights import load_weights
@@ -20,11 +21,6 @@ from medtl.training.batches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, Spli
 from medtl.training.features import CachedFeatures, describe, uses_frozen_features
 from medtl.training.predictions import FILE as PREDICTIONS, write_predictions
 from medtl.training.trainer import LoopSettings, Trainer, predict
-
-
-#: on a GPU, checkpoints are written at most this often (plus the last epoch's): a killed job
-#: loses at most this much training; on a CPU after every epoch
-GPU_CHECKPOINT_INTERVAL_S = 120.0
 
 
 def build(hp: dict, store, weights_file: str | None, device: torch.device):

@@ -1,5 +1,7 @@
-"""The training loop shared by every strategy: batches, loss, evaluation,
-early stopping, per-epoch history and a checkpoint that lets a killed job resume.
+"""Classification training: what one epoch does for every strategy (batches, loss, evaluation), as the
+:class:`medtl.fit.Learner` of the one checkpointed fit loop (:class:`medtl.fit.FitLoop`: early stopping,
+per-epoch history, the best epoch and a checkpoint that lets a killed job resume), which SAM's
+fine-tuning uses too.
 
 Cost: no host-device synchronisation inside an epoch (the loss is summed on the device; the
 strategy's class weights are read once per epoch, as they only change in ``on_validation``);
@@ -12,12 +14,8 @@ what those epochs can change (the head), since the rest is still the network it 
 from __future__ import annotations
 
 import copy
-import random
-import sys
-import threading
-import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from medtl import metrics as M
+from medtl.fit import Checkpointer, FitLoop, Learner, Outcome  # noqa: F401  (Outcome: fit()'s result)
 from medtl.strategies.base import Strategy
 from medtl.training.batches import Normalizer, SplitData
 
@@ -46,14 +45,6 @@ class LoopSettings:
     #: write a checkpoint after an epoch only when the last one is at least this old (0: after every
     #: epoch); the first and the last epoch's are always written
     checkpoint_interval_s: float = 0.0
-
-
-@dataclass
-class Outcome:
-    best_epoch: int
-    epochs_run: int
-    best_score: float
-    history: list[dict] = field(default_factory=list)
 
 
 def task_loss(task: str, logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -91,19 +82,6 @@ def compiled(net: torch.nn.Module):
     return torch.compile(net)
 
 
-def host_copy(obj):
-    """``obj`` with every tensor copied to fresh host memory (containers copied, other values shared)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: host_copy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [host_copy(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(host_copy(v) for v in obj)
-    return obj
-
-
 def head_prefix(model) -> str | None:
     """State-dict key prefix of the head of a medtl Network (None for anything else)."""
     name = getattr(model, "head_name", None)
@@ -118,11 +96,14 @@ def epoch_line(epoch: int, epochs: int, stage: str, blocks: int, n_blocks: int, 
             f"(best {best['score']:.4f} at epoch {best['epoch'] + 1}) | {seconds:.1f} s")
 
 
-class Trainer:
+class Trainer(Learner):
+    tag = "[train]"
+
     def __init__(self, strategy: Strategy, train: SplitData, val: SplitData, norm: Normalizer,
                  settings: LoopSettings, checkpoint: Path | None = None, signature: str = "",
                  features=None):
         self.s = settings
+        self.monitor = settings.monitor
         self.strategy = strategy
         self.net = strategy.net
         self.task = strategy.ctx.task
@@ -131,6 +112,7 @@ class Trainer:
         self.train, self.val, self.norm = train, val, norm
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.signature = signature
+        self.checkpointer: Checkpointer | None = None  # made by fit(), with the loop settings of that moment
         self.features = features
         device = strategy.ctx.device
         # a strategy with an amp setting of its own (SPFT) decides; the others follow the run's setting
@@ -142,10 +124,9 @@ class Trainer:
         self.forward = compiled(self.net) if settings.compile else self.net
         #: True while every epoch so far kept the backbone frozen: only the head has changed
         self.pristine = True
-        self._best: dict | None = None  # the best weights held by fit(), for _leave_pristine
-        self._writer: threading.Thread | None = None
-        self._last_save: float | None = None
-        self._writer_error: BaseException | None = None
+        self._best: dict | None = None  # the best weights held by the loop, for _leave_pristine
+        self.optimizer = self.scheduler = None
+        self._probs = None  # the last validation's probabilities
 
     # -- one epoch -------------------------------------------------------------------------
     def cached(self, epoch: int) -> bool:
@@ -212,68 +193,49 @@ class Trainer:
         probs = predict(head, data, self.features.to_device, self.task, self.s.eval_batch_size, self.autocast)
         return M.compute(self.task, data.targets.numpy(), probs, self.s.metrics), probs
 
-    # -- the loop ----------------------------------------------------------------------------
-    def stops(self, bad_epochs: int) -> bool:
-        """Early stopping: ``patience`` epochs in a row without a gain in the monitored metric end the run
-        (patience 5: after the 5th such epoch, as the authors' EarlyStopping does); patience 0 never stops."""
-        return self.s.patience > 0 and bad_epochs >= self.s.patience
+    # -- the fit loop's questions (medtl.fit.Learner) ------------------------------------------
+    def setup(self) -> None:
+        self.optimizer = self.strategy.build_optimizer()
+        self.scheduler = self.strategy.build_scheduler(self.optimizer)
+
+    def train_epoch(self, epoch: int) -> float:
+        return self.run_epoch(epoch, self.optimizer, self.scheduler)
+
+    def validate(self, epoch: int) -> tuple[float, dict]:
+        scores, probs = self.evaluate_epoch(epoch)
+        self.strategy.on_validation(epoch, M.per_class_auroc(self.val.targets.numpy(), probs))
+        return float(scores.get(self.s.monitor, float("nan"))), {f"val_{k}": v for k, v in scores.items()}
+
+    def history_row(self, epoch: int, loss: float, scores: dict) -> dict:
+        return {"epoch": epoch, "stage": self.strategy.stage(epoch), "train_loss": loss, **scores,
+                "trainable_blocks": len(self.strategy._blocks_with_grad()),
+                "trainable_params": sum(p.numel() for p in self.net.parameters() if p.requires_grad)}
+
+    def log_line(self, epoch, epochs, row, score, best, seconds) -> str:
+        return epoch_line(epoch, epochs, row["stage"], row["trainable_blocks"], self.net.n_blocks,
+                          row["trainable_params"], row["train_loss"], self.s.monitor, score, best, seconds)
+
+    def eval_model(self):
+        return self.strategy.eval_model()
 
     def fit(self, wait: bool = True) -> Outcome:
         """Train with early stopping; the evaluated model ends with the best epoch's weights.
 
-        ``wait=False`` returns while the last checkpoint may still be being written (the caller's
-        final predictions overlap with it); the caller then calls :meth:`wait_for_checkpoint`
-        before it removes or reads the checkpoint. After an exception, fit always waits."""
-        optimizer = self.strategy.build_optimizer()
-        scheduler = self.strategy.build_scheduler(optimizer)
-        state = self._resume(optimizer, scheduler)
-        history = state.get("history", [])
-        best = state.get("best", {"score": -float("inf"), "epoch": -1, "weights": None})
-        bad = state.get("bad_epochs", 0)
-        start = state.get("epoch", -1) + 1
-        if start and start < self.s.epochs and not self.stops(bad):
-            print(f"[train] resumed from {self.checkpoint} after epoch {start - 1}", file=sys.stderr, flush=True)
-        try:
-            for epoch in range(start, self.s.epochs):
-                if self.stops(bad):
-                    break
-                t0 = time.monotonic()
-                train_loss = self.run_epoch(epoch, optimizer, scheduler)
-                scores, probs = self.evaluate_epoch(epoch)
-                self.strategy.on_validation(epoch, M.per_class_auroc(self.val.targets.numpy(), probs))
-                score = scores.get(self.s.monitor, float("nan"))
-                improved = np.isfinite(score) and score > best["score"]
-                if improved or best["weights"] is None:
-                    best = {"score": float(score) if np.isfinite(score) else -float("inf"), "epoch": epoch,
-                            "weights": self._snapshot()}
-                bad = 0 if improved else bad + 1
-                trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
-                blocks = len(self.strategy._blocks_with_grad())
-                stage = self.strategy.stage(epoch)
-                seconds = time.monotonic() - t0
-                history.append({"epoch": epoch, "stage": stage, "train_loss": train_loss,
-                                **{f"val_{k}": v for k, v in scores.items()}, "trainable_blocks": blocks,
-                                "trainable_params": trainable, "seconds": seconds})
-                print(epoch_line(epoch, self.s.epochs, stage, blocks, self.net.n_blocks, trainable, train_loss,
-                                 self.s.monitor, score, best, seconds), file=sys.stderr, flush=True)
-                last = epoch == self.s.epochs - 1 or self.stops(bad)
-                if last or self._last_save is None or \
-                        time.monotonic() - self._last_save >= self.s.checkpoint_interval_s:
-                    self._save(epoch, optimizer, scheduler, history, best, bad)
-                if self.stops(bad):
-                    print(f"[train] early stop: no {self.s.monitor} gain for {bad} epochs", file=sys.stderr)
-                    break
-        except BaseException:
-            self._wait_for_writer(quiet=True)  # the last good checkpoint is on disk for the rerun
-            raise
-        if wait:
-            self._wait_for_writer()
-        self.strategy.eval_model().load_state_dict(best["weights"])
+        ``wait=False`` returns while the last checkpoint may still be being written (the caller's final
+        predictions overlap with it); the caller then calls :meth:`wait_for_checkpoint` before it removes
+        or reads the checkpoint. After an exception, fit always waits."""
+        self.checkpointer = (Checkpointer(self.checkpoint, self.signature, self.s.checkpoint_interval_s, self.tag)
+                             if self.checkpoint else None)
+        loop = FitLoop(self, self.s.epochs, self.s.patience, self.checkpointer, device=self.strategy.ctx.device)
+        outcome = loop.fit(wait=wait)
         self._best = None
-        return Outcome(best_epoch=best["epoch"], epochs_run=len(history), best_score=best["score"], history=history)
+        return outcome
+
+    def stops(self, bad_epochs: int) -> bool:
+        return FitLoop(self, self.s.epochs, self.s.patience).stops(bad_epochs)
 
     # -- snapshots of weights ------------------------------------------------------------------
-    def _snapshot(self) -> dict:
+    def snapshot(self) -> dict:
         """The evaluated model's weights. While the backbone has stayed frozen only the head can have
         changed: the head is copied and the rest refers to the live, unchanged tensors (copied only if
         a later epoch is about to train them, in :meth:`_leave_pristine`)."""
@@ -297,86 +259,49 @@ class Trainer:
         return {k: v for k, v in state.items() if k.startswith(prefix)}
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def _save(self, epoch, optimizer, scheduler, history, best, bad) -> None:
-        if self.checkpoint is None:
-            return
+    def _stores_head_only(self) -> bool:
+        """A frozen backbone is the one the job starts from (same weights file, same seed): not stored."""
+        return bool(self.pristine and head_prefix(self.net))
+
+    def pack_best(self, weights: dict, best_epoch: int, epoch: int):
+        if weights is not None and best_epoch == epoch and self.strategy.eval_model() is self.net:
+            return "current"  # the best weights are the network's: not stored twice
+        if self._stores_head_only() and isinstance(weights, dict):
+            return self._head_only(weights, self.strategy.eval_model())
+        return weights
+
+    def unpack_best(self, packed):
+        if packed == "current":
+            weights = copy.deepcopy(self.net.state_dict())
+        elif self.pristine and packed is not None:  # the head was stored; the rest is the live backbone
+            weights = {**self.strategy.eval_model().state_dict(), **packed}
+        else:
+            weights = packed
+        self._best = weights
+        return weights
+
+    def state_dict(self) -> dict:
+        pristine = self._stores_head_only()
         net_state = self.net.state_dict()
-        saved_best = dict(best)
-        if best["weights"] is not None and best["epoch"] == epoch and self.strategy.eval_model() is self.net:
-            saved_best["weights"] = "current"  # the best weights are the network's: not stored twice
-        # a frozen backbone is the one the job starts from (same weights file, same seed): not stored
-        pristine = bool(self.pristine and head_prefix(self.net))
-        if pristine:
-            net_state = self._head_only(net_state, self.net)
-            if isinstance(saved_best["weights"], dict):
-                saved_best["weights"] = self._head_only(saved_best["weights"], self.strategy.eval_model())
-        state = {
-            "signature": self.signature, "epoch": epoch, "history": history, "best": saved_best, "bad_epochs": bad,
-            "pristine": pristine, "net": net_state, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "strategy": self.strategy.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        }
-        # Written in the background while the next epoch trains: a copy on the host now (training goes on
-        # changing the tensors in place), the file later; one write at a time, joined before fit() returns.
-        snapshot = host_copy(state)
-        self._last_save = time.monotonic()
-        self._wait_for_writer()
-        self._writer = threading.Thread(target=self._write, args=(snapshot,), name="checkpoint-writer")
-        self._writer.start()
+        return {"pristine": pristine, "net": self._head_only(net_state, self.net) if pristine else net_state,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "strategy": self.strategy.state_dict()}
 
-    def _write(self, state: dict) -> None:
-        try:
-            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.checkpoint.with_suffix(".tmp")
-            torch.save(state, tmp)
-            tmp.replace(self.checkpoint)  # a kill mid-save leaves the previous checkpoint intact
-        except BaseException as err:  # raised in the training thread by _wait_for_writer
-            self._writer_error = err
-
-    def wait_for_checkpoint(self) -> None:
-        """Block until the last checkpoint is on disk (see ``fit(wait=False)``)."""
-        self._wait_for_writer()
-
-    def _wait_for_writer(self, quiet: bool = False) -> None:
-        if self._writer is not None:
-            self._writer.join()
-            self._writer = None
-        if self._writer_error is not None:
-            err, self._writer_error = self._writer_error, None
-            if not quiet:
-                raise RuntimeError(f"writing checkpoint {self.checkpoint} failed: {err}") from err
-            print(f"[train] writing checkpoint {self.checkpoint} failed: {err}", file=sys.stderr, flush=True)
-
-    def _resume(self, optimizer, scheduler) -> dict:
-        if self.checkpoint is None or not self.checkpoint.exists():
-            return {}
-        try:
-            state = torch.load(self.checkpoint, map_location=self.strategy.ctx.device, weights_only=False)
-        except Exception as err:  # a truncated file: start over rather than fail
-            print(f"[train] ignoring unreadable checkpoint {self.checkpoint}: {err}", file=sys.stderr)
-            return {}
-        if state.get("signature") != self.signature:
-            print(f"[train] checkpoint {self.checkpoint} is from other settings; starting over", file=sys.stderr)
-            return {}
+    def load_state_dict(self, state: dict, epoch: int) -> None:
         pristine = bool(state.get("pristine"))
         self.net.load_state_dict(state["net"], strict=not pristine)
         self.pristine = pristine
-        best = state["best"]
-        if best["weights"] == "current":
-            best["weights"] = copy.deepcopy(self.net.state_dict())
-        elif pristine and best["weights"] is not None:  # the head was stored; the rest is the live backbone
-            best["weights"] = {**self.strategy.eval_model().state_dict(), **best["weights"]}
-        self._best = best["weights"]
-        self.apply_freezing_for_resume(state["epoch"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
+        self.apply_freezing_for_resume(epoch)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.strategy.load_state_dict(state["strategy"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        return state
+
+    def wait_for_checkpoint(self) -> None:
+        """Block until the last checkpoint is on disk (see ``fit(wait=False)``)."""
+        if self.checkpointer is not None:
+            self.checkpointer.wait()
 
     def apply_freezing_for_resume(self, epoch: int) -> None:
         self.strategy.apply_freezing(epoch)
