@@ -14,6 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+from medtl.io import atomic_path
+
 FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 
 
@@ -27,9 +29,8 @@ def provide_fonts(folder: Path) -> None:
     for name in FONTS:
         target = folder / name
         if not target.exists():
-            tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)  # concurrent jobs may race here; each rename is whole
+            with atomic_path(target) as tmp:  # concurrent jobs may race here; each rename is whole
+                shutil.copyfile(source, tmp)
 
 
 def prepare(config_dir: str | os.PathLike, threads: int = 1) -> None:

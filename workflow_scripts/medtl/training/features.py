@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from medtl.io import write_json
+from medtl.io import atomic_path, write_json
 # answered without PyTorch, so that the workflow can ask while it plans
 from medtl.strategies.spec import uses_frozen_features  # noqa: F401
 from medtl.training.spec import FEATURES_VERSION, describe  # noqa: F401
@@ -42,11 +42,9 @@ def cache_rows(path: str | os.PathLike, n_rows: int, compute: Callable[[int, int
     The row shape is taken from the first batch; nothing larger than one batch is held in memory.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = None
     started, step = time.monotonic(), max(1, n_rows // batch_size // 10)
-    try:
+    with atomic_path(path) as tmp:  # renamed over ``path`` only once every row is written
         for i, start in enumerate(range(0, n_rows, batch_size)):
             stop = min(n_rows, start + batch_size)
             rows = compute(start, stop)
@@ -63,9 +61,6 @@ def cache_rows(path: str | os.PathLike, n_rows: int, compute: Callable[[int, int
             raise ValueError("no rows to cache")
         out.flush()
         del out
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return load_rows(path, n_rows)
 
 
