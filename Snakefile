@@ -18,6 +18,7 @@ include: "rules/report_spft.smk"
 include: "rules/dense_data.smk"
 include: "rules/detection.smk"
 include: "rules/segmentation.smk"
+include: "rules/dense_weights.smk"
 
 
 rule all:

@@ -1,6 +1,7 @@
 """Helpers and datasets of the optional dense tasks (detection, segmentation): config slices,
 and the fetch shared by both. Each task has its own raw and prepared folders, so the same
 source may be configured differently for each."""
+from medtl.dense_weights import weights_file as dense_weights_path  # noqa: E402
 from medtl.workflow.dense_config import check_dense_config  # noqa: E402
 
 check_dense_config(config)
@@ -14,7 +15,10 @@ def dense_section(task):
 
 
 def dense_entry(task, name):
-    entry = dense_section(task)["datasets"][name] or {}
+    """A dataset of the task: one it trains and tests on, or a source it pretrains on."""
+    section = dense_section(task)
+    datasets = section.get("datasets") or {}
+    entry = (datasets[name] if name in datasets else (section.get("source_datasets") or {})[name]) or {}
     return {"type": entry.get("type", name), **entry}
 
 
@@ -37,9 +41,14 @@ def dense_training(task, model):
     return {**dense_section(task).get("training", {}), **(entry.get("training") or {})}
 
 
+def dense_model_entry(task, model):
+    return dense_section(task)["models"][model] or {}
+
+
 def dense_weights_file(task, model):
-    weights = (dense_section(task)["models"][model] or {}).get("weights") or {"type": "none"}
-    return [weights["path"]] if weights["type"] == "checkpoint" else []
+    """The starting weights of a model's jobs: a file to make (pretrain, release) or given (checkpoint), or none."""
+    path = dense_weights_path(RESULTS, task, model, dense_model_entry(task, model))
+    return [path] if path else []
 
 
 def dense_store_dir(task, dataset):

@@ -166,8 +166,9 @@ def test_spft_settings_mean_the_same_in_every_task():
         for name, setting in declared.items():
             if name in SHARED:
                 shared = SHARED[name](setting.default)
-                assert (type(setting), setting.doc, setting.allowed()) == (type(shared), shared.doc, shared.allowed()), \
-                    f"{task}: {name}"
+                ours, theirs = (type(setting), setting.doc, setting.allowed()), (type(shared), shared.doc,
+                                                                                 shared.allowed())
+                assert ours == theirs, f"{task}: {name}"
     common = set(declarations["classification"]) & set(declarations["detection"]) & set(declarations["segmentation"])
     assert {"head_epochs", "top_k", "unfreeze_every", "progressive", "ema", "ema_decay", "components_from"} <= common
 
@@ -423,8 +424,8 @@ def test_config_errors_are_named(section, fragment):
 
 @pytest.mark.slow
 def test_default_config_schedules_detection_and_segmentation(tmp_path):
-    """The embedded config.yaml: 2 detectors x 2 strategies x 2 seeds and 1 SAM x 2 x 2, one report each;
-    without the two sections the same config schedules no dense job."""
+    """The embedded config.yaml: 2 detectors x 2 strategies x 2 seeds and 1 SAM x 2 x 2, one report each, each
+    model pretrained once; without the two sections the same config schedules no dense job."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["results"] = str(tmp_path / "results")
     path = tmp_path / "config.yaml"
@@ -432,11 +433,17 @@ def test_default_config_schedules_detection_and_segmentation(tmp_path):
     jobs = [rule for rule, _ in scheduled_jobs(tmp_path, path)]
     counts = {r: jobs.count(r) for r in set(jobs)}
     assert counts["train_detection"] == 8 and counts["train_segmentation"] == 4
-    assert counts["report_detection"] == counts["report_segmentation"] == counts["export_yolo_dataset"] == 1
+    assert counts["report_detection"] == counts["report_segmentation"] == 1
+    # every dense model starts from weights pretrained on the synthetic source domain (one job per model),
+    # whose data is fetched and prepared per task, and exported for the detectors
+    assert counts["pretrain_detector"] == 2 and counts["pretrain_sam"] == 1
+    assert counts["export_yolo_dataset"] == 2 and counts["fetch_dense_dataset"] == 4
+    assert "fetch_dense_weights" not in counts  # nothing is downloaded
     del config["detection"], config["segmentation"]
     path.write_text(yaml.safe_dump(config))
     rules = {rule for rule, _ in scheduled_jobs(tmp_path, path)}
-    assert not rules & {"train_detection", "train_segmentation", "fetch_dense_dataset", "report_detection"}
+    assert not rules & {"train_detection", "train_segmentation", "fetch_dense_dataset", "report_detection",
+                        "pretrain_detector", "pretrain_sam"}
 
 
 # -- real data ----------------------------------------------------------------------------------------

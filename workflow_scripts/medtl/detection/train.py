@@ -241,3 +241,34 @@ def run(hp: dict, data_dir: str, store_dir: str, out_dir: str, checkpoint_dir: s
     print(f"[detection] done in {result['seconds']} s: test mAP@50 {test['map50']}, mAP@50-95 {test['map50_95']}",
           file=sys.stderr, flush=True)
     return result
+
+
+def pretrain(model: dict, weights: dict, training: dict, dataset: dict, data_dir: str, out: str,
+             checkpoint_dir: str, config_dir: str, threads: int = 1) -> dict:
+    """Pretrain a detector on a source dataset's YOLO folder (the offline stand-in for COCO): every layer
+    from the YAML's random weights, plain fine-tuning, Ultralytics' own loop; ``out`` gets the checkpoint
+    Ultralytics keeps as best, which a detection job loads as ``pretrained`` weights (every layer whose
+    shape fits: all but the class outputs, when the target has other classes).
+
+    ``model`` is the ``detection.models`` entry (type, cfg), ``weights`` its ``{type: pretrain, dataset,
+    epochs, lr, batch_size, seed}``, ``training`` the task's training settings with the model's own over
+    them (what ``weights`` leaves out), ``dataset`` the source's name and prepared size."""
+    offline.prepare(config_dir, threads)
+    t = {**training, "epochs": int(weights.get("epochs", 5))}
+    if "lr" in weights:
+        t["lr0"] = float(weights["lr"])
+    if "batch_size" in weights:
+        t["batch_size"] = int(weights["batch_size"])
+    hp = {"dataset": dataset, "model": {**model, "weights": {"type": "none"}},
+          "strategy": {"name": "ft", "type": "ft", "settings": {}}, "training": t,
+          "seed": int(weights.get("seed", 0)), "pretrain": True}
+    print(f"[detection] pretraining {model.get('cfg') or model['type']} on {dataset['name']} for {t['epochs']} "
+          "epochs", file=sys.stderr, flush=True)
+    done = train(hp, data_dir, checkpoint_dir)
+    with atomic_path(out) as tmp:
+        shutil.copyfile(done["weights"], tmp)
+    shutil.rmtree(Path(checkpoint_dir).resolve(), ignore_errors=True)
+    scores = [h.get(f"val_{PRIMARY}") for h in done["history"]]
+    print(f"[detection] pretrained: val mAP@50-95 per epoch {scores}; kept epoch {done['best_epoch'] + 1}",
+          file=sys.stderr, flush=True)
+    return done

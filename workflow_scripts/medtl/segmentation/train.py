@@ -18,7 +18,7 @@ import torch
 from medtl.data.dense_store import load_dense_store
 from medtl.fit import GPU_CHECKPOINT_INTERVAL_S
 from medtl.io import atomic_path, write_json
-from medtl.runtime import resolve_device, seed_everything, set_threads, signature
+from medtl.runtime import resolve_device, save_torch, seed_everything, set_threads, signature
 from medtl.segmentation.sam import build_sam
 from medtl.segmentation.spec import MODEL_DEFAULTS, TRAINING
 from medtl.segmentation.strategies import SEGMENTATION_STRATEGIES
@@ -38,8 +38,9 @@ def scores_of(dice: np.ndarray, structures: list[str]) -> dict:
     return {PRIMARY: float(np.mean(finite)) if finite else None, **out}
 
 
-def build_tuner(hp: dict, store, weights_file: str | None, device: torch.device, checkpoint: str | None = None):
-    """SAM, strategy and data of a job: shared by training and the tests."""
+def build_tuner(hp: dict, store, weights_file: str | None, device: torch.device, checkpoint: str | None = None,
+                train_prompts: bool = False):
+    """SAM, strategy and data of a job: shared by training, pretraining and the tests."""
     seed_everything(int(hp["seed"]))
     model = {**MODEL_DEFAULTS, **hp["model"]}
     t = {**TRAINING_DEFAULTS, **hp["training"]}
@@ -52,7 +53,8 @@ def build_tuner(hp: dict, store, weights_file: str | None, device: torch.device,
                         weight_decay=float(t["weight_decay"]), box_jitter=float(t["box_jitter"]),
                         seed=int(hp["seed"]), patience=int(t["patience"]), eval_batch_size=int(t["eval_batch_size"]),
                         dice_weight=float(t["dice_weight"]), bce_weight=float(t["bce_weight"]), amp=bool(t["amp"]),
-                        checkpoint_interval_s=GPU_CHECKPOINT_INTERVAL_S if device.type == "cuda" else 0.0)
+                        checkpoint_interval_s=GPU_CHECKPOINT_INTERVAL_S if device.type == "cuda" else 0.0,
+                        train_prompts=train_prompts)
     return SamTuner(sam, settings, strategy.schedule(settings), loop, train, val, device,
                     checkpoint=Path(checkpoint) if checkpoint else None, signature=signature(hp))
 
@@ -106,3 +108,32 @@ def run(hp: dict, store_dir: str, out_dir: str, checkpoint: str, weights_file: s
     Path(checkpoint).unlink(missing_ok=True)
     print(f"[segmentation] done in {result['seconds']} s: test Dice {result['test']}", file=sys.stderr, flush=True)
     return result
+
+
+def pretrain(model: dict, weights: dict, training: dict, store_dir: str, out: str, checkpoint: str,
+             threads: int = 1) -> dict:
+    """Pretrain SAM on a source store (the offline stand-in for SA-1B): every part from random weights,
+    the prompt encoder included, with box prompts and plain fine-tuning; ``out`` gets the weights that
+    validate best, as a SAM state dict that ``build_sam`` loads like an official checkpoint.
+
+    ``weights`` is the model's ``{type: pretrain, dataset, epochs, lr, batch_size, seed}`` entry; what it
+    leaves out comes from ``training`` (the task's, with the model's own over it)."""
+    set_threads(threads)
+    store = load_dense_store(store_dir, task="segmentation")
+    t = {**training, "epochs": int(weights.get("epochs", 5))}
+    t.update({k: weights[k] for k in ("lr", "batch_size") if k in weights})
+    hp = {"dataset": {"name": store.meta["name"]}, "model": {**model, "weights": {"type": "none"}},
+          "strategy": {"name": "ft", "type": "ft", "settings": {}}, "training": t,
+          "seed": int(weights.get("seed", 0)), "pretrain": True}
+    device = resolve_device(t.get("device", TRAINING_DEFAULTS["device"]))
+    tuner = build_tuner(hp, store, None, device, checkpoint, train_prompts=True)
+    m = {**MODEL_DEFAULTS, **model}
+    print(f"[segmentation] pretraining {m['encoder']} at {m['img_size']} px on {store.meta['name']} "
+          f"({len(tuner.train_data)} train / {len(tuner.val_data)} val images, structures {store.classes}) "
+          f"for {t['epochs']} epochs on {device}", file=sys.stderr, flush=True)
+    outcome = tuner.fit()
+    save_torch({k: v.detach().cpu() for k, v in tuner.eval_model().state_dict().items()}, out)
+    Path(checkpoint).unlink(missing_ok=True)
+    print(f"[segmentation] pretrained: best val Dice {outcome.best_score:.4f} at epoch {outcome.best_epoch + 1}",
+          file=sys.stderr, flush=True)
+    return {"best_epoch": outcome.best_epoch, "best_score": outcome.best_score, "history": outcome.history}

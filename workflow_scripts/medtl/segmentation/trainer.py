@@ -94,8 +94,9 @@ class SamTuner(Learner):
         self.ema = Ema(float(settings["ema_decay"])) if settings.get("ema") else None
         self.optimizer = torch.optim.AdamW(self.param_groups(), lr=loop.lr, weight_decay=loop.weight_decay)
         self.steps_per_epoch = max(1, math.ceil(len(train) / loop.batch_size))
+        steps = self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, WarmupCosine(
-            total=loop.epochs * self.steps_per_epoch, warmup=int(settings.get("warmup_epochs", 0)) * self.steps_per_epoch,
+            total=loop.epochs * steps, warmup=int(settings.get("warmup_epochs", 0)) * steps,
             cosine=bool(settings.get("cos_lr", False))))
         self.amp = bool(loop.amp) and device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.amp else nullcontext

@@ -19,16 +19,10 @@ def training_settings(task: str):
     return TRAINING
 
 
-def _weights_errors(where: str, weights: dict | None) -> list[str]:
-    weights = weights or {"type": "none"}
-    if weights.get("type") == "checkpoint" and not weights.get("path"):
-        return [f"{where}.weights.path: a checkpoint needs a path"]
-    return []
-
-
 def check_dense_config(config: dict) -> None:
     from medtl.data import DENSE_DATASETS
     from medtl.data.options import declared_options
+    from medtl.dense_weights import problems as weight_problems
     from medtl.staging import check_strategies
 
     errors: list[str] = []
@@ -36,17 +30,22 @@ def check_dense_config(config: dict) -> None:
         section = config.get(task)
         if not section:
             continue
-        for key, entry in (section.get("datasets") or {}).items():
-            kind = (entry or {}).get("type", key)
-            if kind not in DENSE_DATASETS:
-                errors.append(f"{task}.datasets.{key}: unknown dense dataset '{kind}' (set 'type' to one of: "
-                              f"{', '.join(DENSE_DATASETS.names())})")
-            elif task not in DENSE_DATASETS.get(kind).tasks:
-                errors.append(f"{task}.datasets.{key}: '{kind}' has no {task} annotations "
-                              f"(it supports: {', '.join(DENSE_DATASETS.get(kind).tasks)})")
-            else:
-                errors += declared_options(DENSE_DATASETS.get(kind).options).problems(
-                    (entry or {}).get("options"), f"{task}.datasets.{key}.options")
+        for group in ("datasets", "source_datasets"):
+            for key, entry in (section.get(group) or {}).items():
+                kind = (entry or {}).get("type", key)
+                if kind not in DENSE_DATASETS:
+                    errors.append(f"{task}.{group}.{key}: unknown dense dataset '{kind}' (set 'type' to one of: "
+                                  f"{', '.join(DENSE_DATASETS.names())})")
+                elif task not in DENSE_DATASETS.get(kind).tasks:
+                    errors.append(f"{task}.{group}.{key}: '{kind}' has no {task} annotations "
+                                  f"(it supports: {', '.join(DENSE_DATASETS.get(kind).tasks)})")
+                else:
+                    errors += declared_options(DENSE_DATASETS.get(kind).options).problems(
+                        (entry or {}).get("options"), f"{task}.{group}.{key}.options")
+        clash = sorted(set(section.get("datasets") or {}) & set(section.get("source_datasets") or {}))
+        if clash:
+            errors.append(f"{task}.source_datasets: {clash} also under {task}.datasets; a source needs a name of "
+                          "its own")
         training = training_settings(task)
         errors += training.problems(section.get("training"), f"{task}.training")
         for key, entry in (section.get("models") or {}).items():
@@ -66,7 +65,7 @@ def check_dense_config(config: dict) -> None:
                 if encoder not in ENCODERS:
                     errors.append(f"{where}.encoder: unknown SAM encoder '{encoder}' (known: "
                                   f"{', '.join(ENCODERS.names())})")
-            errors += _weights_errors(where, entry.get("weights"))
+            errors += weight_problems(task, where, entry, section.get("source_datasets"))
             errors += training.problems(entry.get("training"), f"{where}.training")
         if task == "detection":
             from medtl.detection.strategies import DETECTION_STRATEGIES as registry
