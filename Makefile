@@ -13,7 +13,11 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	grep -v '^sam2==' requirements.txt > $(VENV)/requirements-first.txt
+	$(BIN)/pip install --quiet -r $(VENV)/requirements-first.txt
+	# sam2 is published as source only: built against the torch installed above (an isolated build would
+	# download a second torch), without its optional CUDA extension (SAM 2 runs without it)
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install --quiet --no-build-isolation -r requirements.txt
 	touch $@
 
 demo: setup

@@ -115,6 +115,8 @@ def test_release_addresses():
     assert release_url("detection", {"type": "rtdetr", "cfg": "rtdetr-tiny.yaml"}) is None
     assert release_url("segmentation", {}) == SAM_RELEASES["vit_b"] == \
         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
+    assert release_url("segmentation", {"encoder": "sam2.1_hiera_small"}) == \
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_small.pt"
     assert release_url("segmentation", {"encoder": "vit_tiny", "weights": {"type": "release", "url": "file:///x"}}) \
         == "file:///x"
     assert weights_file("res", "segmentation", "sam", {"weights": {"type": "release"}}) == \

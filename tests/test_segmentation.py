@@ -109,6 +109,47 @@ def test_sam_vit_b_is_the_official_architecture_at_any_size(tmp_path):
     assert out[0].shape == (1, 96, 96)
 
 
+def test_sam2_image_path_from_the_sam2_package(tmp_path):
+    """SAM 2.1 Hiera-T from the sam2 package's config at 64 px: only the image path (SAM's names), every
+    encoder parameter in a unit, box prompts give masks; an official checkpoint (SAM2Base's state dict, at
+    1024 px, video memory included) loads into it renamed, and neither family takes the other's."""
+    from sam2.build_sam import build_sam2
+
+    from medtl.segmentation.sam import matches
+    from medtl.segmentation.spec import ENCODERS
+
+    sam2 = build_sam("sam2.1_hiera_tiny", 64)
+    assert {n.split(".")[0] for n, _ in sam2.named_parameters()} == {"image_encoder", "prompt_encoder",
+                                                                      "mask_decoder"}
+    units = encoder_units(sam2)
+    assert len(units) == 12 and units[-1][-2:] == ["image_encoder.neck", "image_encoder.no_mem_embed"]
+    encoder = [n for n, _ in sam2.named_parameters() if n.startswith("image_encoder.")]
+    assert all(any(matches(n, u) for u in units) for n in encoder)
+    with torch.no_grad():
+        out = mask_logits(sam2.eval(), torch.zeros(2, 48, 48, 1, dtype=torch.uint8),
+                          [torch.tensor([[4.0, 4, 30, 40], [10, 10, 20, 20]]), torch.zeros(0, 4)])
+    assert out[0].shape == (2, 48, 48) and out[1].shape == (0, 48, 48)
+
+    torch.manual_seed(5)
+    official = build_sam2(ENCODERS.get("sam2.1_hiera_tiny").config, None, device="cpu", apply_postprocessing=False)
+    torch.save({"model": official.state_dict()}, tmp_path / "sam2.1_hiera_tiny.pt")
+    loaded = build_sam("sam2.1_hiera_tiny", 64, tmp_path / "sam2.1_hiera_tiny.pt").state_dict()
+    reference = official.state_dict()
+    assert torch.equal(loaded["mask_decoder.conv_s0.weight"], reference["sam_mask_decoder.conv_s0.weight"])
+    assert torch.equal(loaded["prompt_encoder.point_embeddings.2.weight"],
+                       reference["sam_prompt_encoder.point_embeddings.2.weight"])
+    assert torch.equal(loaded["image_encoder.no_mem_embed"], reference["no_mem_embed"])
+    assert torch.equal(loaded["image_encoder.trunk.blocks.11.mlp.layers.1.weight"],
+                       reference["image_encoder.trunk.blocks.11.mlp.layers.1.weight"])
+    with pytest.raises(ValueError, match="SAM 2 checkpoint"):
+        build_sam("vit_tiny", 64, tmp_path / "sam2.1_hiera_tiny.pt")
+    torch.save(build_sam("vit_tiny", 64).state_dict(), tmp_path / "vit.pth")
+    with pytest.raises(ValueError, match="another encoder"):
+        build_sam("sam2.1_hiera_tiny", 64, tmp_path / "vit.pth")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_sam("sam2.1_hiera_tiny", 48)
+
+
 def test_checkpoint_of_another_encoder_is_refused(tmp_path):
     torch.save({"model": build_sam("vit_tiny", 64).state_dict()}, tmp_path / "tiny.pth")
     assert build_sam("vit_tiny", 32, tmp_path / "tiny.pth").image_encoder.pos_embed.shape == (1, 2, 2, 96)
@@ -191,11 +232,15 @@ def in_units(name: str, units) -> bool:
     return any(matches(name, u) for u in units)
 
 
-def test_spft_trains_decoder_first_then_the_top_encoder_blocks(seg_store):
+ENCODERS = ["vit_tiny", "sam2.1_hiera_tiny"]  # SAM and SAM 2 through the same code
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_spft_trains_decoder_first_then_the_top_encoder_blocks(seg_store, encoder):
     tuner, outcome, snaps, grads = fit_with_snapshots(
         seg_store, strategy="spft", settings={"head_epochs": 1, "top_k": 2, "ema_decay": 0.9,
-                                              "encoder_lr_ratio": 0.25}, epochs=3)
-    units = tuner.units  # vit_tiny: 4 blocks, bottom-up
+                                              "encoder_lr_ratio": 0.25}, epochs=3, encoder=encoder)
+    units = tuner.units  # vit_tiny: 4 blocks, Hiera-T: 12, bottom-up
     assert [h["stage"] for h in outcome.history] == ["head", "head+top1", "head+top2"]
     for epoch, top in enumerate([[], units[-1:], units[-2:]]):
         before, after = snaps[epoch], snaps[epoch + 1]
@@ -220,13 +265,14 @@ def test_spft_trains_decoder_first_then_the_top_encoder_blocks(seg_store):
     assert not torch.equal(live[key], avg[key])
 
 
-def test_ft_trains_encoder_and_decoder_but_never_the_prompt_encoder(seg_store):
-    tuner, outcome, snaps, grads = fit_with_snapshots(seg_store, strategy="ft", epochs=1)
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_ft_trains_encoder_and_decoder_but_never_the_prompt_encoder(seg_store, encoder):
+    tuner, outcome, snaps, grads = fit_with_snapshots(seg_store, strategy="ft", epochs=1, encoder=encoder)
     changed = {n for n in snaps[0] if not torch.equal(snaps[0][n], snaps[1][n])}
     everything = {n for n in snaps[0] if not n.startswith("prompt_encoder.")}
     assert grads[0] == everything and outcome.history[0]["stage"] == "full"
     assert {n.split(".")[0] for n in changed} == {"image_encoder", "mask_decoder"}
-    assert any(n.startswith("image_encoder.blocks.0.") for n in changed)
+    assert any(in_units(n, [tuner.units[0]]) for n in changed)  # the lowest encoder block trained too
     assert tuner.ema is None and tuner.eval_model() is tuner.sam
     assert {g["lr"] for g in tuner.optimizer.param_groups} == {0.0003}  # one rate, constant
 
@@ -328,6 +374,8 @@ def test_schema_defaults_are_the_jobs_defaults():
 @pytest.mark.parametrize("section, fragment", [
     ({"datasets": {"d": {"type": "yolo_folder"}}}, "'yolo_folder' has no segmentation annotations"),
     ({"models": {"m": {"encoder": "vit_s"}}}, "unknown SAM encoder 'vit_s'"),
+    ({"models": {"m": {"encoder": "sam2.1_hiera_tiny", "img_size": 48}}},
+     "segmentation.models.m.img_size: 48 is not allowed; sam2.1_hiera_tiny needs a multiple of 32"),
     ({"strategies": {"spft": {"encoder_lr": 0.1}}}, "segmentation.strategies.spft.encoder_lr: unknown setting"),
 ])
 def test_config_errors_are_named(section, fragment):

@@ -6,7 +6,8 @@ entry's ``weights``), and the released checkpoints a study starts from.
   task's ``source_datasets`` (rules ``pretrain_detector``, ``pretrain_sam``), the way classification
   pretrains on ``synth_source``: the embedded default's offline start;
 - ``{type: release, url, sha256}``: the model's released checkpoint -- an Ultralytics ``.pt`` from the
-  official GitHub release assets, or SAM's official ``.pth`` (the URLs of the segment-anything README)
+  official GitHub release assets, SAM's official ``.pth`` (the URLs of the segment-anything README) or
+  SAM 2.1's ``.pt`` (the sam2 README's)
   -- fetched once by the local rule ``fetch_dense_weights`` (``url`` replaces the official address, e.g.
   a mirror; ``sha256`` is checked when given);
 - ``{type: checkpoint, path}``: a local file.
@@ -28,6 +29,9 @@ SAM_RELEASES = {
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    # the sam2 package's README, "Download Checkpoints" (SAM 2.1)
+    "sam2.1_hiera_tiny": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt",
+    "sam2.1_hiera_small": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_small.pt",
 }
 TYPES = ("none", "pretrain", "release", "checkpoint")
 

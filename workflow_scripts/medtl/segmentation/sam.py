@@ -10,6 +10,12 @@ as SAM itself does at run time). Without a checkpoint the model starts from rand
 The image encoder is chosen by name: the official ``vit_b`` (the default of every study),
 ``vit_l``, ``vit_h``, or ``vit_tiny``, the same ``ImageEncoderViT`` class at a small width
 and depth, for the CPU demo only.
+
+SAM 2 (``sam2.1_hiera_tiny``, ``sam2.1_hiera_small``) is built from the ``sam2`` package's own
+configs at ``img_size`` (random weights offline, or an official checkpoint), and its single-image
+path -- Hiera image encoder with its FPN neck and the "no memory" embedding, prompt encoder, mask
+decoder with high-resolution features -- is kept under SAM's own names (:class:`Sam2Image`), so
+that staging, fine-tuning, pretraining and evaluation are the same code for both.
 """
 from __future__ import annotations
 
@@ -28,11 +34,13 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def build_sam(encoder: str = "vit_b", img_size: int = 1024, checkpoint: str | os.PathLike | None = None):
+    spec = ENCODERS.get(encoder)
+    if img_size % spec.size_multiple:
+        raise ValueError(f"{encoder}: img_size must be a multiple of {spec.size_multiple}, got {img_size}")
+    if spec.family == "sam2":
+        return build_sam2_image(spec, img_size, checkpoint)
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-    if img_size % PATCH:
-        raise ValueError(f"SAM's img_size must be a multiple of {PATCH}, got {img_size}")
-    spec = ENCODERS.get(encoder)
     grid = img_size // PATCH
     sam = Sam(
         image_encoder=ImageEncoderViT(
@@ -49,11 +57,86 @@ def build_sam(encoder: str = "vit_b", img_size: int = 1024, checkpoint: str | os
         pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD),
     )
     if checkpoint:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]  # fine-tuned checkpoints (e.g. MedSAM) often nest the weights
+        state = read_checkpoint(checkpoint)
+        if any(k.startswith(SAM2_NAMES) for k in state):
+            raise ValueError(f"{checkpoint} is a SAM 2 checkpoint: is it a checkpoint of another encoder than "
+                             f"'{encoder}'?")
         sam.load_state_dict(adapt_state_dict(state, sam.state_dict()))
     return sam
+
+
+def read_checkpoint(checkpoint: str | os.PathLike) -> dict:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # SAM 2's and fine-tuned checkpoints (e.g. MedSAM) nest the weights
+    return state
+
+
+# -- SAM 2 ---------------------------------------------------------------------------------------------------
+#: official SAM 2 names of the parts the image path keeps -> ours
+SAM2_NAMES = ("sam_prompt_encoder.", "sam_mask_decoder.")
+SAM2_RENAME = {"sam_prompt_encoder.": "prompt_encoder.", "sam_mask_decoder.": "mask_decoder.",
+               "image_encoder.": "image_encoder.", "no_mem_embed": "image_encoder.no_mem_embed"}
+
+
+class Sam2Encoder(torch.nn.Module):
+    """SAM 2's image encoder (Hiera trunk, FPN neck) with the "no memory" embedding a single image gets on
+    its lowest-resolution features; returns the three feature levels the mask decoder reads."""
+
+    def __init__(self, encoder, no_mem_embed: torch.nn.Parameter, img_size: int):
+        super().__init__()
+        self.trunk, self.neck, self.scalp = encoder.trunk, encoder.neck, encoder.scalp
+        self.no_mem_embed = no_mem_embed
+        self.img_size = img_size
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features, _ = self.neck(self.trunk(x))
+        if self.scalp > 0:
+            features = features[: -self.scalp]
+        *high, low = features[-3:]
+        return [*high, low + self.no_mem_embed.view(1, -1, 1, 1)]
+
+
+class Sam2Image(torch.nn.Module):
+    """The modules of SAM 2 one image with box prompts uses, under SAM's names (image_encoder,
+    prompt_encoder, mask_decoder), with SAM's pixel normalisation (SAM 2's ImageNet mean and standard
+    deviation, on the 0-255 scale, are the same numbers)."""
+    family = "sam2"
+
+    def __init__(self, base, img_size: int):
+        super().__init__()
+        self.image_encoder = Sam2Encoder(base.image_encoder, base.no_mem_embed, img_size)
+        self.prompt_encoder = base.sam_prompt_encoder
+        self.mask_decoder = base.sam_mask_decoder
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), False)
+
+
+def build_sam2_image(spec, img_size: int, checkpoint: str | os.PathLike | None = None) -> Sam2Image:
+    """SAM 2 at ``img_size`` from the sam2 package's config (no download); an official checkpoint (or one
+    of :class:`Sam2Image`, as the pipeline's pretraining writes) is loaded when given."""
+    from sam2.build_sam import build_sam2
+
+    base = build_sam2(spec.config, None, device="cpu", mode="train", apply_postprocessing=False,
+                      hydra_overrides_extra=[f"++model.image_size={img_size}"])
+    model = Sam2Image(base, img_size)
+    if checkpoint:
+        state = read_checkpoint(checkpoint)
+        if any(k.startswith("image_encoder.blocks.") for k in state):
+            raise ValueError(f"{checkpoint} is a checkpoint of SAM (ViT), not of SAM 2: is it a checkpoint of "
+                             f"another encoder?")
+        if any(k.startswith(SAM2_NAMES) for k in state):  # the official layout: keep the image path, rename
+            state = {SAM2_RENAME[p] + k[len(p):]: v for k, v in state.items()
+                     for p in SAM2_RENAME if k == p or (p.endswith(".") and k.startswith(p))}
+        want = model.state_dict()
+        wrong = sorted(k for k in want if k in state and state[k].shape != want[k].shape)
+        missing = sorted(set(want) - set(state))
+        if wrong or missing:
+            raise ValueError(f"{checkpoint} does not fit {spec.config} (is it a checkpoint of another encoder?): "
+                             f"{len(wrong)} tensors of another shape, e.g. {wrong[:3]}; {len(missing)} missing, e.g. "
+                             f"{missing[:3]}")
+        model.load_state_dict({k: state[k] for k in want})
+    return model
 
 
 def adapt_state_dict(state: dict, target: dict) -> dict:
@@ -85,8 +168,16 @@ def encoder_units(sam) -> list[list[str]]:
     """Parameter-name prefixes of the image encoder, bottom-up, one unit per transformer block.
 
     The patch embedding and the position embedding go with the first block, the neck (the
-    convolutions that map the last block to the mask decoder's 256 channels) with the last.
+    convolutions that map the last block to the mask decoder's 256 channels) with the last
+    (SAM 2: the Hiera blocks; the FPN neck and the "no memory" embedding go with the last).
     """
+    if getattr(sam, "family", "sam") == "sam2":
+        depth = len(sam.image_encoder.trunk.blocks)
+        units = [[f"image_encoder.trunk.blocks.{i}"] for i in range(depth)]
+        units[0] = ["image_encoder.trunk.patch_embed", "image_encoder.trunk.pos_embed",
+                    "image_encoder.trunk.pos_embed_window", *units[0]]
+        units[-1] = [*units[-1], "image_encoder.neck", "image_encoder.no_mem_embed"]
+        return units
     depth = len(sam.image_encoder.blocks)
     units = [[f"image_encoder.blocks.{i}"] for i in range(depth)]
     units[0] = ["image_encoder.patch_embed", "image_encoder.pos_embed", *units[0]]
@@ -120,16 +211,31 @@ def mask_logits(sam, images: torch.Tensor, boxes: list[torch.Tensor], frozen_enc
             embeddings = sam.image_encoder(x)
     else:
         embeddings = sam.image_encoder(x)
+    sam2 = getattr(sam, "family", "sam") == "sam2"
+    if sam2:  # the decoder projects the two high-resolution levels itself (its own, trained, convolutions)
+        high = [sam.mask_decoder.conv_s0(embeddings[0]), sam.mask_decoder.conv_s1(embeddings[1])]
+        embeddings = embeddings[2]
     dense_pe = sam.prompt_encoder.get_dense_pe()
     out = []
     for b, box in enumerate(boxes):
         if len(box) == 0:
             out.append(embeddings.new_zeros((0, side, side)))
             continue
+        box = box.to(embeddings.dtype) * scale
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_prompts):
-            sparse, dense = sam.prompt_encoder(points=None, boxes=box.to(embeddings.dtype) * scale, masks=None)
-        low, _ = sam.mask_decoder(image_embeddings=embeddings[b:b + 1], image_pe=dense_pe,
-                                  sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                  multimask_output=False)
+            if sam2:  # SAM 2 takes a box as its two corner points, labelled 2 and 3
+                labels = torch.tensor([[2, 3]], dtype=torch.int, device=box.device).repeat(len(box), 1)
+                sparse, dense = sam.prompt_encoder(points=(box.reshape(-1, 2, 2), labels), boxes=None, masks=None)
+            else:
+                sparse, dense = sam.prompt_encoder(points=None, boxes=box, masks=None)
+        if sam2:
+            low = sam.mask_decoder(image_embeddings=embeddings[b:b + 1], image_pe=dense_pe,
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=False, repeat_image=True,
+                                   high_res_features=[h[b:b + 1] for h in high])[0]
+        else:
+            low, _ = sam.mask_decoder(image_embeddings=embeddings[b:b + 1], image_pe=dense_pe,
+                                      sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                      multimask_output=False)
         out.append(F.interpolate(low, size=(side, side), mode="bilinear", align_corners=False)[:, 0])
     return out

@@ -20,6 +20,14 @@ class EncoderSpec:
     global_attn_indexes: tuple[int, ...]
     window_size: int = 14
     description: str = ""
+    #: "sam": segment-anything's ViT image encoder; "sam2": SAM 2's Hiera, built from ``config`` of the sam2 package
+    family: str = "sam"
+    config: str = ""
+
+    @property
+    def size_multiple(self) -> int:
+        """``img_size`` must be a multiple of this: the patch size (SAM), the trunk's total stride (SAM 2)."""
+        return 32 if self.family == "sam2" else 16
 
 
 ENCODERS: Registry[EncoderSpec] = Registry("SAM image encoder")
@@ -28,6 +36,14 @@ ENCODERS.register("vit_l")(EncoderSpec(1024, 24, 16, (5, 11, 17, 23), descriptio
 ENCODERS.register("vit_h")(EncoderSpec(1280, 32, 16, (7, 15, 23, 31), description="SAM ViT-H (official, 636M)"))
 ENCODERS.register("vit_tiny")(EncoderSpec(96, 4, 3, (1, 3), window_size=4,
                                           description="demo only: SAM's ViT at width 96, depth 4"))
+# SAM 2.1 (the sam2 package's own configs; its image path only: Hiera trunk, FPN neck, prompt encoder, mask
+# decoder with high-resolution features; the video memory is left out)
+ENCODERS.register("sam2.1_hiera_tiny")(EncoderSpec(
+    96, 12, 1, (5, 7, 9), family="sam2", config="configs/sam2.1/sam2.1_hiera_t.yaml",
+    description="SAM 2.1 Hiera-T (official, 39M with the video memory, 31M without)"))
+ENCODERS.register("sam2.1_hiera_small")(EncoderSpec(
+    96, 16, 1, (7, 10, 13), family="sam2", config="configs/sam2.1/sam2.1_hiera_s.yaml",
+    description="SAM 2.1 Hiera-S (official, 46M with the video memory)"))
 
 MODEL_DEFAULTS = {"encoder": "vit_b", "img_size": 1024}
 

@@ -65,6 +65,9 @@ def check_dense_config(config: dict) -> None:
                 if encoder not in ENCODERS:
                     errors.append(f"{where}.encoder: unknown SAM encoder '{encoder}' (known: "
                                   f"{', '.join(ENCODERS.names())})")
+                elif int(entry.get("img_size", 1024)) % ENCODERS.get(encoder).size_multiple:
+                    errors.append(f"{where}.img_size: {entry.get('img_size')} is not allowed; {encoder} needs a "
+                                  f"multiple of {ENCODERS.get(encoder).size_multiple}")
             errors += weight_problems(task, where, entry, section.get("source_datasets"))
             errors += training.problems(entry.get("training"), f"{where}.training")
         if task == "detection":
