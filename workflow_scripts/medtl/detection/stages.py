@@ -122,7 +122,8 @@ class StageController:
               f"{trainable} trainable parameters", file=sys.stderr, flush=True)
 
     def save(self, trainer) -> None:
-        """The epoch's exact state, for a resume (every epoch on a CPU, at most every 2 minutes on a GPU)."""
+        """The epoch's exact state, for a resume: after every epoch, as Ultralytics' last.pt (on disk before
+        the next epoch starts, so that the two always belong together)."""
         from ultralytics.utils.torch_utils import unwrap_model
 
         if self.state is None or not (self.state.due() or trainer.epoch + 1 >= trainer.epochs):

@@ -28,7 +28,7 @@ from medtl.detection.export import DATA_YAML, index_of
 from medtl.detection.models import DETECTORS, TRAINING, resolve_cfg
 from medtl.detection.stages import StageController
 from medtl.detection.strategies import DETECTION_STRATEGIES
-from medtl.fit import GPU_CHECKPOINT_INTERVAL_S, Checkpointer
+from medtl.fit import Checkpointer
 from medtl.io import atomic_path, read_json, write_json
 from medtl.runtime import signature
 
@@ -110,7 +110,8 @@ def train(hp: dict, data_dir: str, checkpoint_dir: str, weights_file: str | None
     device = offline.device_arg(hp["training"].get("device", TRAINING_DEFAULTS["device"]))
     args = trainer_args(hp, settings, str(Path(data_dir).resolve() / DATA_YAML), save_dir, device, weights_file)
     point = _resume_point(last, args["epochs"])
-    state = Checkpointer(ckpt / EXACT, sig, GPU_CHECKPOINT_INTERVAL_S if device != "cpu" else 0.0, "[detection]")
+    # every epoch, as Ultralytics writes last.pt: a resume needs the state of the epoch last.pt holds
+    state = Checkpointer(ckpt / EXACT, sig, 0.0, "[detection]")
     controller = StageController(schedule, settings, lambda epoch: strategy.components_active(settings, epoch),
                                  seed=int(hp["seed"]), record_file=ckpt / "stages.json", state=state)
     if point != "finished":
