@@ -293,3 +293,17 @@ def test_one_log_line_per_epoch_a_person_can_follow(strategy, settings, stages, 
     assert all(parsed), lines
     assert [m.group(2) for m in parsed] == stages == [h["stage"] for h in outcome.history]
     assert [int(m.group(3)) for m in parsed] == [h["trainable_blocks"] for h in outcome.history]
+
+
+def test_checkpoint_of_an_older_layout_starts_over(cxr_store, tmp_path, capfd):
+    """A checkpoint with this job's signature but written before the shared fit loop (no learner state)
+    is not resumed: the job starts over and ends as an uninterrupted run."""
+    hp = hparams("ft", epochs=2)
+    reference, _, _ = run_job(hp, cxr_store, tmp_path, "reference")
+    ckpt = tmp_path / "old" / "resume.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"signature": job.signature(hp), "epoch": 0, "net": {}, "optimizer": {}}, ckpt)
+    capfd.readouterr()
+    result, _, _ = run_job(hp, cxr_store, tmp_path, "old")
+    assert "has an older layout; starting over" in capfd.readouterr().err
+    assert comparable(result) == comparable(reference)

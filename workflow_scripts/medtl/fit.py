@@ -244,6 +244,10 @@ class FitLoop:
         state = self.checkpointer.load(self.device) if self.checkpointer is not None else None
         if state is None:
             return {}
+        if "learner" not in state:  # written before this loop existed: the same settings, another layout
+            print(f"{self.learner.tag} checkpoint {self.checkpointer.path} has an older layout; starting over",
+                  file=sys.stderr, flush=True)
+            return {}
         self.learner.load_state_dict(state["learner"], state["epoch"])
         best = dict(state["best"])
         best["weights"] = self.learner.unpack_best(best["weights"])
