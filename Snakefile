@@ -8,6 +8,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+include: "rules/common_dense.smk"
 include: "rules/data.smk"
 include: "rules/weights.smk"
 include: "rules/features.smk"

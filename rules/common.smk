@@ -1,6 +1,4 @@
 """Config validation and the helpers every rule file uses."""
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -9,8 +7,9 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 SCRIPTS = Path(workflow.basedir) / "workflow_scripts"
-# Rule scripts and jobs on cluster nodes (which re-read this file) import the medtl package from here.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))
+# The rules (here and in jobs on cluster nodes, which re-read this file) import the medtl package from
+# here; rule scripts find it without PYTHONPATH, since Snakemake puts the script's own folder (this one)
+# and this process's sys.path on theirs, in a conda environment too.
 sys.path.insert(0, str(SCRIPTS))
 
 validate(config, str(Path(workflow.basedir) / "schemas" / "config.schema.yaml"), set_default=True)
@@ -117,3 +116,104 @@ wildcard_constraints:
     prep=r"r\d+_c\d+",
     lr=r"[0-9.e\-+]+",
     seed=r"\d+",
+
+
+# -- datasets (rules/data.smk) ----------------------------------------------------------------------
+def fetch_entry(name):
+    """type and options for fetching. Sources that have files put there by hand (they declare a
+    ``raw_data`` option) also get the config's ``raw_data`` folder, unless their entry sets its own;
+    other datasets' params stay as they were, so adding this reruns nothing."""
+    from medtl.data import DATASETS
+
+    entry = {k: v for k, v in dataset_entry(name).items() if k in ("type", "options")}
+    if "raw_data" in DATASETS.get(entry["type"]).options:
+        entry["options"] = {"raw_data": config["raw_data"], **entry.get("options", {})}
+    return entry
+
+
+def preprocess_of(prep):
+    resize, crop = prep[1:].split("_c")
+    return {"resize": int(resize), "crop": int(crop)}
+
+
+# -- cached features (rules/features.smk) -----------------------------------------------------------
+def strategy_freezes_backbone(strategy):
+    from medtl.strategies import STRATEGIES, uses_frozen_features
+
+    entry = strategy_entry(strategy)
+    return uses_frozen_features(STRATEGIES.get(entry["type"]), entry["settings"],
+                                config["training"].get("frozen_bn", "eval"))
+
+
+def features_files(dataset, arch):
+    return multiext(f"{RESULTS}/features/{dataset}/{arch}/{weights_id(arch)}", ".npy", ".json")
+
+
+def run_features(w):
+    """The train rule's ``features`` input: cached features when the strategy has frozen-backbone
+    epochs and the weights are fixed (with weights 'none' the backbone is random, drawn per seed)."""
+    if weights_id(w.arch) == "none" or not strategy_freezes_backbone(w.strategy):
+        return []
+    return features_files(w.dataset, w.arch)
+
+
+def features_spec(w):
+    """Everything the features depend on besides the store; checked again by the jobs that load them."""
+    from medtl.training.spec import describe
+
+    if w.weights != weights_id(w.arch):
+        raise ValueError(f"features of {w.arch} exist only for its configured weights '{weights_id(w.arch)}', "
+                         f"not '{w.weights}'")
+    entry = arch_entry(w.arch)
+    return describe(entry["name"], entry["weights"], config["training"].get("normalize"))
+
+
+# -- training jobs (rules/train.smk) ----------------------------------------------------------------
+def train_hp(w):
+    """The only config a training job depends on; editing anything else never reruns it."""
+    entry = dataset_entry(w.dataset)
+    return {
+        "dataset": {"name": w.dataset, "metrics": entry.get("metrics"), "primary_metric": entry.get("primary_metric")},
+        "arch": arch_entry(w.arch),
+        "strategy": strategy_entry(w.strategy),
+        "training": config["training"],
+        "lr": float(w.lr),
+        "seed": int(w.seed),
+    }
+
+
+def train_inputs(w):
+    # one input function, not one per input: Snakemake inspects each function of each of the 1,728 jobs
+    return {
+        "store": store_files(w.dataset, prep_tag(w.arch)),
+        "weights": weights_file(w.arch),
+        "features": run_features(w),  # rules/features.smk: cached backbone features, for LP and LP-FT
+    }
+
+
+# -- the SPFT report (rules/report_spft.smk) --------------------------------------------------------
+REFERENCE_FILE = str(Path(workflow.basedir) / "references" / "published.yaml")
+
+
+def spft_strategies():
+    """Config names of the strategies of type 'spft' (variants included), in config order."""
+    return [s for s, e in config["strategies"].items() if (e or {}).get("type", s) == "spft"]
+
+
+def spft_settings():
+    """Each SPFT variant's resolved settings: its config entry over SPFT's defaults."""
+    from medtl.strategies import STRATEGIES
+
+    defaults = STRATEGIES.get("spft").defaults
+    return {s: {**defaults, **strategy_entry(s)["settings"]} for s in spft_strategies()}
+
+
+def spft_metric_files():
+    names = set(spft_strategies())
+    return [f"{RESULTS}/runs/{RUN.format(**r)}/metrics.json" for r in training_runs() if r["strategy"] in names]
+
+
+def arch_families():
+    from medtl.models.spec import ARCHS
+
+    return {a: ARCHS.get(arch_entry(a)["name"]).family for a in config["architectures"]}

@@ -1,23 +1,6 @@
 """Datasets: fetched (downloaded, generated or located) once, then prepared once per preprocessing."""
 
 
-def fetch_entry(name):
-    """type and options for fetching. Sources that have files put there by hand (they declare a
-    ``raw_data`` option) also get the config's ``raw_data`` folder, unless their entry sets its own;
-    other datasets' params stay as they were, so adding this reruns nothing."""
-    from medtl.data import DATASETS
-
-    entry = {k: v for k, v in dataset_entry(name).items() if k in ("type", "options")}
-    if "raw_data" in DATASETS.get(entry["type"]).options:
-        entry["options"] = {"raw_data": config["raw_data"], **entry.get("options", {})}
-    return entry
-
-
-def preprocess_of(prep):
-    resize, crop = prep[1:].split("_c")
-    return {"resize": int(resize), "crop": int(crop)}
-
-
 rule fetch_dataset:
     output:
         manifest=f"{RESULTS}/raw/{{dataset}}/manifest.json",
@@ -29,6 +12,8 @@ rule fetch_dataset:
     benchmark:
         f"{RESULTS}/benchmarks/fetch_dataset/{{dataset}}.tsv"
     localrule: True
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/fetch_dataset.py"
 
@@ -49,5 +34,7 @@ rule prepare_dataset:
     resources:
         mem_mb=res("prepare", "mem_mb", 4000),
         runtime=res("prepare", "runtime", 120),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/prepare_dataset.py"

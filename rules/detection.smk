@@ -1,33 +1,6 @@
 """Detection (config section ``detection``, optional): prepared store -> YOLO folder -> one
 Ultralytics job per (dataset, model, strategy, seed) -> comparison tables and box figures."""
 
-ULTRALYTICS_CONFIG = f"{RESULTS}/cache/ultralytics"  # settings and fonts: inside the results, never in ~
-
-
-def detection_hp(w):
-    """The only config a detection job depends on; editing anything else never reruns it."""
-    entry = dense_section("detection")["models"][w.model] or {}
-    return {
-        "dataset": {"name": w.dataset, "size": dense_size("detection", w.dataset)},
-        "model": {"name": w.model, "type": entry.get("type", w.model), "cfg": entry.get("cfg"),
-                  "weights": entry.get("weights") or {"type": "none"}},
-        "strategy": dense_strategy_entry("detection", w.strategy),
-        "training": dense_training("detection", w.model),
-        "seed": int(w.seed),
-    }
-
-
-def detection_store(dataset):
-    return multiext(f"{dense_store_dir('detection', dataset)}/", "images.npy", "labels.csv", "boxes.csv", "meta.json")
-
-
-def detection_targets():
-    """The report's tables and figures, or nothing when the config has no detection section."""
-    if not dense_section("detection"):
-        return []
-    return [f"{REPORT}/detection/detection_table.md", f"{REPORT}/detection/report.md",
-            *(f"{REPORT}/detection/figures/boxes_{ds}.png" for ds in dense_section("detection")["datasets"])]
-
 
 rule prepare_detection_dataset:
     input:
@@ -47,6 +20,8 @@ rule prepare_detection_dataset:
     resources:
         mem_mb=res("prepare", "mem_mb", 4000),
         runtime=res("prepare", "runtime", 120),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/prepare_dense_dataset.py"
 
@@ -68,6 +43,8 @@ rule export_yolo_dataset:
     resources:
         mem_mb=res("prepare", "mem_mb", 4000),
         runtime=res("prepare", "runtime", 120),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/export_yolo_dataset.py"
 
@@ -97,6 +74,8 @@ rule train_detection:
         gpu=res("detection", "gpu", 0),
         mem_mb=res("detection", "mem_mb", 4000),
         runtime=res("detection", "runtime", 120),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/train_detection.py"
 
@@ -118,11 +97,13 @@ rule report_detection:
         report=canonical(dense_report_settings("detection")),
         stores=canonical({ds: dense_store_dir("detection", ds)
                           for ds in dense_section("detection").get("datasets", {})}),
-        out_dir=f"{REPORT}/detection",
+        out_dir=lambda w, output: str(Path(output.report).parent),
     log:
         f"{RESULTS}/logs/report_detection.log",
     benchmark:
         f"{RESULTS}/benchmarks/report_detection.tsv"
     localrule: True
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/report_detection.py"

@@ -4,37 +4,6 @@
 running the frozen backbone in every epoch; 3 learning rates x 3 seeds x 2 strategies share one."""
 
 
-def strategy_freezes_backbone(strategy):
-    from medtl.strategies import STRATEGIES, uses_frozen_features
-
-    entry = strategy_entry(strategy)
-    return uses_frozen_features(STRATEGIES.get(entry["type"]), entry["settings"],
-                                config["training"].get("frozen_bn", "eval"))
-
-
-def features_files(dataset, arch):
-    return multiext(f"{RESULTS}/features/{dataset}/{arch}/{weights_id(arch)}", ".npy", ".json")
-
-
-def run_features(w):
-    """The train rule's ``features`` input: cached features when the strategy has frozen-backbone
-    epochs and the weights are fixed (with weights 'none' the backbone is random, drawn per seed)."""
-    if weights_id(w.arch) == "none" or not strategy_freezes_backbone(w.strategy):
-        return []
-    return features_files(w.dataset, w.arch)
-
-
-def features_spec(w):
-    """Everything the features depend on besides the store; checked again by the jobs that load them."""
-    from medtl.training.spec import describe
-
-    if w.weights != weights_id(w.arch):
-        raise ValueError(f"features of {w.arch} exist only for its configured weights '{weights_id(w.arch)}', "
-                         f"not '{w.weights}'")
-    entry = arch_entry(w.arch)
-    return describe(entry["name"], entry["weights"], config["training"].get("normalize"))
-
-
 rule extract_features:
     input:
         store=lambda w: store_files(w.dataset, prep_tag(w.arch)),
@@ -55,5 +24,7 @@ rule extract_features:
         gpu=res("features", "gpu", res("train", "gpu", 0)),
         mem_mb=res("features", "mem_mb", res("train", "mem_mb", 4000)),
         runtime=res("features", "runtime", res("train", "runtime", 120)),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/extract_features.py"

@@ -27,9 +27,13 @@ rule report_classification:
     params:
         report=canonical({**config["report"], "strategies": list(config["strategies"]),
                           "architectures": list(config["architectures"])}),
-        out_dir=f"{REPORT}/classification",
+        out_dir=lambda w, output: str(Path(output.summary).parent),
     log:
         f"{RESULTS}/logs/report_classification.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report_classification.tsv"
     localrule: True
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/report_classification.py"

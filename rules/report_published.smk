@@ -15,9 +15,13 @@ rule report_published:
         recount_table11=f"{REPORT}/published/recount_table11.csv",
         recount_table12=f"{REPORT}/published/recount_table12.csv",
     params:
-        out_dir=f"{REPORT}/published",
+        out_dir=lambda w, output: str(Path(output.summary).parent),
     log:
         f"{RESULTS}/logs/report_published.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report_published.tsv"
     localrule: True
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/report_published.py"

@@ -2,32 +2,6 @@
 numbers side by side), built from the jobs of SPFT-type strategies only. Targeted by ``all`` only when
 the config has such a strategy with training jobs (SPFT_REPORT is empty otherwise)."""
 
-REFERENCE_FILE = str(Path(workflow.basedir) / "references" / "published.yaml")
-
-
-def spft_strategies():
-    """Config names of the strategies of type 'spft' (variants included), in config order."""
-    return [s for s, e in config["strategies"].items() if (e or {}).get("type", s) == "spft"]
-
-
-def spft_settings():
-    """Each SPFT variant's resolved settings: its config entry over SPFT's defaults."""
-    from medtl.strategies import STRATEGIES
-
-    defaults = STRATEGIES.get("spft").defaults
-    return {s: {**defaults, **strategy_entry(s)["settings"]} for s in spft_strategies()}
-
-
-def spft_metric_files():
-    names = set(spft_strategies())
-    return [f"{RESULTS}/runs/{RUN.format(**r)}/metrics.json" for r in training_runs() if r["strategy"] in names]
-
-
-def arch_families():
-    from medtl.models.spec import ARCHS
-
-    return {a: ARCHS.get(arch_entry(a)["name"]).family for a in config["architectures"]}
-
 
 rule report_spft:
     input:
@@ -50,10 +24,14 @@ rule report_spft:
         settings=canonical(spft_settings()),
         order=canonical({"strategies": spft_strategies(), "architectures": list(config["architectures"]),
                          "families": arch_families()}),
-        out_dir=f"{REPORT}/spft",
+        out_dir=lambda w, output: str(Path(output.summary).parent),
     log:
         f"{RESULTS}/logs/report_spft.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report_spft.tsv"
     localrule: True
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/report_spft.py"
 

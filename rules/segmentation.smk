@@ -2,32 +2,6 @@
 (dataset, model, strategy, seed), prompted with ground-truth boxes -> Dice tables and mask figures."""
 
 
-def segmentation_hp(w):
-    """The only config a segmentation job depends on; editing anything else never reruns it."""
-    entry = dense_section("segmentation")["models"][w.model] or {}
-    return {
-        "dataset": {"name": w.dataset, "size": dense_size("segmentation", w.dataset)},
-        "model": {"name": w.model, "encoder": entry.get("encoder", "vit_b"), "img_size": entry.get("img_size", 1024),
-                  "weights": entry.get("weights") or {"type": "none"}},
-        "strategy": dense_strategy_entry("segmentation", w.strategy),
-        "training": dense_training("segmentation", w.model),
-        "seed": int(w.seed),
-    }
-
-
-def segmentation_store(dataset):
-    return multiext(f"{dense_store_dir('segmentation', dataset)}/", "images.npy", "labels.csv", "masks.npy",
-                    "meta.json")
-
-
-def segmentation_targets():
-    """The report's tables and figures, or nothing when the config has no segmentation section."""
-    if not dense_section("segmentation"):
-        return []
-    return [f"{REPORT}/segmentation/segmentation_table.md", f"{REPORT}/segmentation/report.md",
-            *(f"{REPORT}/segmentation/figures/masks_{ds}.png" for ds in dense_section("segmentation")["datasets"])]
-
-
 rule prepare_segmentation_dataset:
     input:
         manifest=f"{RESULTS}/segmentation/raw/{{dataset}}/manifest.json",
@@ -46,6 +20,8 @@ rule prepare_segmentation_dataset:
     resources:
         mem_mb=res("prepare", "mem_mb", 4000),
         runtime=res("prepare", "runtime", 120),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/prepare_dense_dataset.py"
 
@@ -74,6 +50,8 @@ rule train_segmentation:
         gpu=res("segmentation", "gpu", 0),
         mem_mb=res("segmentation", "mem_mb", 4000),
         runtime=res("segmentation", "runtime", 120),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/train_segmentation.py"
 
@@ -97,11 +75,13 @@ rule report_segmentation:
         report=canonical(dense_report_settings("segmentation")),
         stores=canonical({ds: dense_store_dir("segmentation", ds)
                           for ds in dense_section("segmentation").get("datasets", {})}),
-        out_dir=f"{REPORT}/segmentation",
+        out_dir=lambda w, output: str(Path(output.report).parent),
     log:
         f"{RESULTS}/logs/report_segmentation.log",
     benchmark:
         f"{RESULTS}/benchmarks/report_segmentation.tsv"
     localrule: True
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/report_segmentation.py"

@@ -13,7 +13,11 @@ rule fetch_weights:
         cache=f"{RESULTS}/cache/torch",
     log:
         f"{RESULTS}/logs/fetch_weights/{{arch}}_{{kind}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fetch_weights/{{arch}}_{{kind}}.tsv"
     localrule: True
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/fetch_weights.py"
 
@@ -37,5 +41,7 @@ rule pretrain:
         gpu=res("train", "gpu", 0),
         mem_mb=res("train", "mem_mb", 4000),
         runtime=res("train", "runtime", 120),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/pretrain.py"

@@ -459,7 +459,7 @@ def test_every_dense_source_is_registered_and_documented(name):
     spec, info = DENSE_DATASETS.get(name), DENSE_SOURCES[name]
     assert spec.tasks == DENSE_STUDY_DATASETS[name] and info.task in spec.tasks
     assert spec.description and spec.license and info.license and info.split and info.page.startswith("https://")
-    assert "raw_data" in spec.options   # rules/dense_data.smk passes the config's raw_data folder
+    assert "raw_data" in spec.options   # rules/common_dense.smk passes the config's raw_data folder
     docs = (REPO / "docs" / "datasets.md").read_text()
     assert re.search(rf"### `{name}`", docs), f"docs/datasets.md does not document {name}"
     assert f"`{name}`" in (REPO / "README.md").read_text(), f"README.md does not list {name}"

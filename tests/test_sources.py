@@ -583,7 +583,7 @@ def test_every_source_is_registered_and_documented(name):
 
 
 def test_manual_sources_take_the_configs_raw_data_folder():
-    """rules/data.smk passes the config's raw_data to every source that declares the option."""
+    """rules/common.smk (fetch_entry) passes the config's raw_data to every source that declares the option."""
     for name, info in SOURCES.items():
         if "manual" in info.access:
             assert "raw_data" in DATASETS.get(name).options, name
