@@ -7,6 +7,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+# snakemake --report report.html: every table and figure with its caption (report/<report>/*.rst), by task and study
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/common_dense.smk"
 include: "rules/data.smk"

@@ -217,3 +217,15 @@ def arch_families():
     from medtl.models.spec import ARCHS
 
     return {a: ARCHS.get(arch_entry(a)["name"]).family for a in config["architectures"]}
+
+
+# -- the reports ----------------------------------------------------------------------------------------
+def run_datasets():
+    """The datasets with training jobs, in config order: one table, interval table and figures each."""
+    return list(dict.fromkeys(r["dataset"] for r in training_runs()))
+
+
+def captions(report_name):
+    """The captions of one report (report/<report_name>/*.rst). Snakemake's HTML report shows them beside the
+    results, and the report's report.md quotes them: as inputs, editing one rebuilds the report.md."""
+    return sorted(str(p) for p in (Path(workflow.basedir) / "report" / report_name).glob("*.rst"))

@@ -62,15 +62,26 @@ rule report_segmentation:
         predictions=dense_run_files("segmentation", "predictions.npz"),
         per_image=dense_run_files("segmentation", "per_image.csv"),
         stores=[segmentation_store(ds) for ds in dense_section("segmentation").get("datasets", {})],
+        captions=captions("segmentation"),
     output:
         table=f"{REPORT}/segmentation/segmentation_table.md",
         table_csv=f"{REPORT}/segmentation/segmentation_table.csv",
-        summary=f"{REPORT}/segmentation/summary.csv",
-        all_runs=f"{REPORT}/segmentation/all_runs.csv",
-        per_image=f"{REPORT}/segmentation/per_image.csv",
+        table_page=report(f"{REPORT}/segmentation/segmentation_table.html",
+                          caption="../report/segmentation/segmentation_table.rst",
+                          category="Segmentation · study 2 (SPFT)", subcategory="Tables and figures",
+                          labels={"result": "Dice"}),
+        figures=[
+            report(f"{REPORT}/segmentation/figures/masks_{ds}.png", caption="../report/segmentation/masks.rst",
+                   category="Segmentation · study 2 (SPFT)", subcategory="Tables and figures",
+                   labels={"result": f"test images with masks: {ds}"})
+            for ds in dense_section("segmentation").get("datasets", {})
+        ],
+        summary=report(f"{REPORT}/segmentation/summary.csv", caption="../report/segmentation/summary.rst",
+                       category="Segmentation · study 2 (SPFT)", subcategory="Data", labels={"file": "summary.csv"}),
+        all_runs=report(f"{REPORT}/segmentation/all_runs.csv", caption="../report/segmentation/all_runs.rst",
+                        category="Segmentation · study 2 (SPFT)", subcategory="Data", labels={"file": "all_runs.csv"}),
+        per_image=f"{REPORT}/segmentation/per_image.csv",  # every (job, image, structure): too long for the report
         report=f"{REPORT}/segmentation/report.md",
-        figures=[report(f"{REPORT}/segmentation/figures/masks_{ds}.png", caption="../report/segmentation.rst",
-                        category="Segmentation") for ds in dense_section("segmentation").get("datasets", {})],
     params:
         report=canonical(dense_report_settings("segmentation")),
         stores=canonical({ds: dense_store_dir("segmentation", ds)

@@ -1,5 +1,6 @@
 """Merge every training job's metrics into the study's tables and figures."""
 from medtl.report.classification import build_report
+from medtl.report.document import write_table_pages
 from medtl.workflow.script import job_log, param
 
 with job_log(snakemake):
@@ -7,3 +8,4 @@ with job_log(snakemake):
     build_report(list(map(str, snakemake.input.metrics)), snakemake.params.out_dir,
                  reference=settings["reference"], threshold=settings["effective_threshold"],
                  strategy_order=settings["strategies"], arch_order=settings["architectures"], stats=settings)
+    write_table_pages(snakemake.output)  # the tables Snakemake's HTML report shows

@@ -1,5 +1,6 @@
 """Merge every segmentation job into the Dice tables and mask overlay figures."""
 from medtl.segmentation.report import build_report
+from medtl.report.document import write_table_pages
 from medtl.workflow.script import job_log, param
 
 with job_log(snakemake):
@@ -8,3 +9,4 @@ with job_log(snakemake):
                  list(map(str, snakemake.input.per_image)), param(snakemake, "stores"), snakemake.params.out_dir,
                  model_order=settings["models"], strategy_order=settings["strategies"],
                  n_images=settings["n_images"])
+    write_table_pages(snakemake.output)  # the tables Snakemake's HTML report shows

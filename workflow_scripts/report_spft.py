@@ -1,4 +1,5 @@
 """The second study's SPFT tables and figure, with the published numbers side by side."""
+from medtl.report.document import write_table_pages
 from medtl.report.published import load_reference
 from medtl.report.spft import build_spft_report
 from medtl.workflow.script import job_log, param
@@ -9,3 +10,4 @@ with job_log(snakemake):
                       settings=param(snakemake, "settings"), reference=load_reference(snakemake.input.reference),
                       strategy_order=order["strategies"], arch_order=order["architectures"],
                       families=order["families"])
+    write_table_pages(snakemake.output)  # the tables Snakemake's HTML report shows

@@ -5,11 +5,12 @@ Written into ``out_dir`` (each file atomically; ``report.md`` last):
 - ``all_runs.csv``          one row per job (val and test scores, epochs, time)
 - ``summary.csv``           mean and SE over seeds per (dataset, model, strategy), val and test
 - ``detection_table.csv|md`` test mAP@50, mAP@50-95, precision, recall as "mean ± se", model x strategy
-- ``per_class.csv|md``      test mAP@50 and mAP@50-95 per class, mean and SE over seeds
+- ``per_class.csv|md``      test mAP@50 and mAP@50-95 per class, mean and SE over seeds (empty without per-class scores)
 - ``figures/boxes_{dataset}.png``  a few test images: ground truth (dashed) and each model/strategy's
                             best-scoring boxes (solid; as many per image as it has ground-truth boxes,
                             score >= ``box_conf``), lowest seed
-- ``report.md``
+- ``report.md``             every table and figure, each section headed by the caption Snakemake's HTML report shows
+                            beside the same result (``report/detection/<name>.rst``)
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pandas as pd
 from medtl.data.dense_store import load_dense_store
 from medtl.dense_report import (load_runs, markdown, mean_se_table, order_rows, save_figure, show_image, summarize,
                                 write_csv, write_text)
+from medtl.report.document import caption
 from medtl.report.select import mean_se
 
 METRICS = {"map50": "mAP@50", "map50_95": "mAP@50-95", "precision": "Precision", "recall": "Recall"}
@@ -115,8 +117,11 @@ def build_report(metric_files: list[str], prediction_files: list[str], store_dir
         pc = mean_se_table(per_class, {"map50": "AP@50", "map50_95": "AP@50-95"}, best_within=["dataset", "class"])
         pc.insert(3, "Class", per_class["class"].to_numpy())
         pc.insert(4, "Instances", per_class["instances"].to_numpy())
-        write_csv(per_class, out / "per_class.csv")
-        write_text(markdown(pc), out / "per_class.md")
+        pc_md = markdown(pc)
+    else:
+        pc_md = "No per-class scores: the jobs' metrics files have none.\n"
+    write_csv(per_class, out / "per_class.csv")
+    write_text(pc_md, out / "per_class.md")
     # figures: predictions of the lowest seed of each (model, strategy)
     preds = {}
     for mfile, pfile in zip(files, prediction_files):
@@ -135,12 +140,14 @@ def build_report(metric_files: list[str], prediction_files: list[str], store_dir
         path = out / "figures" / f"boxes_{ds}.png"
         box_figure(load_dense_store(store_dirs[ds], task="detection"), frames, path, n_images, box_conf)
         figures.append(path)
-    lines = ["# Detection", "",
-             f"{len(runs)} jobs. Test scores of the weights kept on validation mAP@50-95 (EMA weights for SPFT), "
-             "mean ± standard error over seeds (n/a: one seed); best per dataset in bold.", "", markdown(table)]
-    if not per_class.empty:
-        lines += ["## Per class (test)", "", markdown(pc)]
-    lines += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+    # each section headed by the caption Snakemake's report shows beside the same result (report/detection/)
+    lines = ["# Detection", "", f"{len(runs)} jobs.", "", "## Scores (test)", "", caption("detection/detection_table"),
+             "[CSV](detection_table.csv) · [Markdown](detection_table.md)", "", markdown(table),
+             "## Per class (test)", "", caption("detection/per_class"), "[CSV](per_class.csv)", "", pc_md,
+             "## Figures", "", caption("detection/boxes")]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+    lines += ["## Data", "", "### [all_runs.csv](all_runs.csv)", "", caption("detection/all_runs"),
+              "### [summary.csv](summary.csv)", "", caption("detection/summary")]
     write_text("\n".join(lines), out / "report.md")
     written.update({p.name: str(p) for p in figures})
     return written

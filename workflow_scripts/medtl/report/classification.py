@@ -17,8 +17,11 @@ Written into ``out_dir`` (each file atomically; ``report.md`` last):
 - ``intervals.csv``               bootstrap interval of every test cell (when the jobs kept predictions.parquet;
                                    the tables then get ``*_ci_low`` / ``*_ci_high`` columns and significance counts)
 - ``paired_comparison.csv|.md``   each strategy against the reference: difference, interval, p, Holm-adjusted p
+- ``tables/{dataset}_intervals.md`` the intervals of a dataset's cells, "mean [low, high]"
 - ``figures/forest_{dataset}.png`` relative difference from the reference with its interval (medtl.report.significance)
-- ``report.md``                    all tables in one document, with links to the files and figures
+- ``report.md``                    all tables and figures in one document, each section headed by the caption that
+                                   Snakemake's HTML report shows beside the same result (``report/classification/``,
+                                   :mod:`medtl.report.document`)
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import pandas as pd
 from medtl.io import atomic_path
 
 from . import figures, significance, tables
+from .document import caption
 from .collect import Runs, check_complete, collect_runs
 from .select import aggregate, select_lr
 
@@ -163,6 +167,8 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
         put("paired_comparison.csv", sort(sig.paired))
         put("paired_comparison.md", significance.paired_markdown(sort(sig.paired), reference))
         for ds in datasets:
+            put(f"tables/{ds}_intervals.md", significance.interval_markdown(sig.intervals, ds, archs, strategies,
+                                                                           runs.dataset_metrics[ds]))
             name = f"figures/forest_{ds}.png"
             significance.forest_plot(sig.paired, ds, archs, strategies, reference, out / name)
             written[name] = str(out / name)
@@ -171,11 +177,8 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
         sig_md = ("## Confidence intervals and paired tests\n\nNone: no job kept its predictions "
                   "(predictions.parquet beside metrics.json), so no interval or paired test could be computed.\n")
 
-    put("report.md", _report_md(runs, per_lr, selected, datasets, archs, strategies, reference, threshold,
-                                dataset_md, rel_md, best_md, eff_md)
-        + "\n".join(["", "## Table 11: best method per dataset\n", "[CSV](table11.csv) · [Markdown](table11.md)\n",
-                     t11_md, "## Table 12: effectiveness per architecture\n",
-                     "[CSV](table12.csv) · [Markdown](table12.md)\n", t12_md, sig_md]))
+    put("report.md", _report_md(runs, per_lr, datasets, archs, strategies, reference, dataset_md, rel_md, best_md,
+                                eff_md, t11_md, t12_md, sig_md, intervals=sig is not None))
     return written
 
 
@@ -208,38 +211,43 @@ def _notes(runs: Runs, per_lr: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _report_md(runs: Runs, per_lr, selected, datasets, archs, strategies, reference, threshold,
-               dataset_md, rel_md, best_md, eff_md) -> str:
+def _report_md(runs: Runs, per_lr, datasets, archs, strategies, reference, dataset_md, rel_md, best_md, eff_md,
+               t11_md, t12_md, sig_md, intervals: bool) -> str:
+    """Every table and figure, each section headed by its caption (report/classification/<name>.rst)."""
     t = runs.table
     lrs = " ".join(f"{v:g}" for v in sorted(set(t["lr"])))
     seeds = " ".join(str(v) for v in sorted(set(t["seed"])))
     parts = [
         "# Classification report\n",
         f"{len(t)} training jobs. Datasets: {', '.join(datasets)}. Architectures: {', '.join(archs)}. "
-        f"Strategies: {', '.join(strategies)}. Learning rates: {lrs}. Seeds: {seeds}.\n",
+        f"Strategies: {', '.join(strategies)}. Learning rates: {lrs}. Seeds: {seeds}. "
+        f"Reference strategy: {reference}.\n",
         "Primary metric per dataset: " + ", ".join(f"{d} ({tables.label(runs.primary[d])})" for d in datasets) + ".\n",
-        "## Method\n",
-        "- Each (dataset, architecture, strategy) is reported at the learning rate with the best **mean validation** "
-        "primary metric over seeds; ties go to the smaller learning rate, NaN means rank last "
-        "([selected.csv](selected.csv); all learning rates: [per_lr.csv](per_lr.csv); every job: "
-        "[all_runs.csv](all_runs.csv)).\n"
-        "- Cells are test-set mean ± standard error over seeds; SE = sample standard deviation (ddof = 1) / √n, "
-        "undefined (n/a) for a single seed. A NaN score in any seed makes the group's mean NaN.\n"
-        f"- Relative improvement = 100 · (m − m_{reference}) / m_{reference} on the test primary metric. "
-        f"A strategy is *effective* on a (dataset, architecture) pair when it exceeds {reference} by more than "
-        f"{100 * threshold:g}% (relative).\n",
+        "Each section starts with the caption Snakemake's HTML report (`snakemake --report report.html`) shows beside "
+        "the same result.\n",
     ]
     notes = _notes(runs, per_lr)
     if notes:
         parts += ["## Notes\n", "".join(f"- {n}\n" for n in notes)]
-    parts.append("## Results per dataset\n")
+    parts += ["## Results per dataset\n", caption("classification/dataset_table")]
     for ds in datasets:
-        parts += [f"### {ds}\n", f"[CSV](tables/{ds}.csv) · [Markdown](tables/{ds}.md) · "
-                                 f"[figure](figures/relative_improvement_{ds}.png)\n", dataset_md[ds]]
-    parts += [f"## Relative improvement over {reference}\n",
+        parts += [f"### {ds}\n", f"[CSV](tables/{ds}.csv) · [Markdown](tables/{ds}.md)\n", dataset_md[ds]]
+    parts += [f"## Relative improvement over {reference}\n", caption("classification/relative_improvement"),
               "[CSV](relative_improvement.csv) · [Markdown](relative_improvement.md)\n", rel_md,
-              f"![Relative improvement over {reference}](figures/relative_improvement_all.png)\n"]
+              caption("classification/relative_improvement_all"),
+              f"![Relative improvement over {reference}](figures/relative_improvement_all.png)\n",
+              "### Per dataset\n", caption("classification/relative_improvement_dataset")]
     parts += [f"![{ds}](figures/relative_improvement_{ds}.png)\n" for ds in datasets]
-    parts += ["## Best method\n", "[CSV](best_method.csv) · [Markdown](best_method.md)\n", best_md,
-              "## Effectiveness\n", "[CSV](effectiveness.csv) · [Markdown](effectiveness.md)\n", eff_md]
+    parts += ["## Best method\n", caption("classification/best_method"),
+              "[CSV](best_method.csv) · [Markdown](best_method.md)\n", best_md,
+              "## Effectiveness\n", caption("classification/effectiveness"),
+              "[CSV](effectiveness.csv) · [Markdown](effectiveness.md)\n", eff_md,
+              "## Table 11: best method per dataset\n", caption("classification/table11"),
+              "[CSV](table11.csv) · [Markdown](table11.md)\n", t11_md,
+              "## Table 12: effectiveness per architecture\n", caption("classification/table12"),
+              "[CSV](table12.csv) · [Markdown](table12.md)\n", t12_md, sig_md, "## Data\n"]
+    data = ["all_runs", "per_lr", "selected"] + (["intervals"] if intervals else [])
+    for name in data:
+        parts += [f"### [{name}.csv]({name}.csv)\n",
+                  caption(f"classification/{name}_data" if name == "intervals" else f"classification/{name}")]
     return "\n".join(parts)

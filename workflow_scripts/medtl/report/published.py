@@ -636,16 +636,17 @@ def build_published_report(metric_files: list[str], reference: Reference, out_di
     side by side."""
     from medtl.io import atomic_path
 
+    from .document import caption
+
     ours = classification_settings(metric_files, pd.read_csv(intervals) if intervals else None)
     side = side_by_side(ours, reference)
     missing = published_only(ours, reference, {"dataset": sorted(set(ours["dataset"]))})
     n = int((side["status"] == MATCHED).sum())
-    text = [
+    text = [  # each part headed by the caption Snakemake's report shows beside it (report/published/<name>.rst)
         "# Our results and the published ones\n",
-        f"Test scores, mean ± SD over seeds at each strategy's selected learning rate, next to the published "
-        f"number of the same dataset, architecture, strategy and metric: {n} of {len(side)} setting(s) have one "
-        f"(the others have status \"{UNMATCHED}\" in [side_by_side.csv](side_by_side.csv)). "
-        "Δ = ours − published.\n",
+        caption("published/side_by_side"),
+        f"{n} of {len(side)} setting(s) have a published number (the others have status \"{UNMATCHED}\" in "
+        "[side_by_side.csv](side_by_side.csv)). Δ = ours − published.\n",
         matched_markdown(side),
     ]
     if len(missing):
@@ -654,10 +655,11 @@ def build_published_report(metric_files: list[str], reference: Reference, out_di
                     + ", ".join(f"{r.dataset}/{r.arch}/{r.strategy}/{r.metric}" for r in missing.head(10).itertuples())
                     + (" ..." if len(missing) > 10 else "") + "\n")
     t11, t12 = recount_table11(reference), recount_table12(reference)
-    text += ["## The paper's summary tables recounted from its per-setting tables\n",
-             "[recount_table11.csv](recount_table11.csv) · [recount_table12.csv](recount_table12.csv)\n",
-             recount_markdown(t11, t12, reference)]
     text.append(status_markdown(reference))
+    text += ["## The paper's summary tables recounted from its per-setting tables\n", caption("published/recount"),
+             "[recount_table11.csv](recount_table11.csv) · [recount_table12.csv](recount_table12.csv)\n",
+             recount_markdown(t11, t12, reference),
+             "## Data\n", "### [side_by_side.csv](side_by_side.csv)\n", caption("published/side_by_side_data")]
     out = Path(out_dir)
     written = {}
     for rel, obj in (("recount_table11.csv", t11), ("recount_table12.csv", t12),

@@ -751,31 +751,28 @@ def add_table12_counts(t12: pd.DataFrame, paired: pd.DataFrame, archs: list[str]
 
 def report_section(sig: "Significance", datasets: list[str], archs: list[str], strategies: list[str],
                    dataset_metrics: dict[str, list[str]], reference: str) -> str:
-    """report.md's part: the method, an interval table per dataset, the paired table and the forest plots."""
+    """report.md's part: this run's settings, an interval table per dataset, the forest plots and the paired
+    table, each headed by its caption (report/classification/<name>.rst)."""
+    from .document import caption
+
     st = sig.settings
     parts = [
         "## Confidence intervals and paired tests\n",
         "[Intervals CSV](intervals.csv) · [Paired comparisons CSV](paired_comparison.csv) · "
         "[Markdown](paired_comparison.md)\n",
-        f"- Every cell's {100 * st.confidence_level:g}% interval comes from a bootstrap of the kept test predictions "
-        f"(scipy.stats.bootstrap, percentile method, {st.n_resamples} resamples): patients are resampled where the "
-        "dataset has patient ids (else images), stratified by class, the same draw for every strategy and seed of "
-        "an architecture; the variation between seeds is added in quadrature (half-width t(S − 1) · SE over seeds). "
-        "The paper-shaped tables keep mean ± SE; the interval is beside it in tables/<dataset>.csv "
-        "(`*_ci_low`, `*_ci_high`).\n"
-        f"- Each strategy is compared with {reference} of the same architecture on the primary metric, paired on "
-        "the same images and seeds: DeLong's test for a binary AUROC (independent images), otherwise the paired "
-        "bootstrap (p-value by inverting its percentile interval). p-values are Holm-adjusted over the "
-        "strategies of each (dataset, architecture); *significant* means adjusted p < "
-        f"{st.alpha:g}.\n",
+        f"This run: {100 * st.confidence_level:g}% intervals, {st.n_resamples} bootstrap resamples (seed {st.seed}); "
+        f"each strategy against {reference}, *significant* = Holm-adjusted p < {st.alpha:g}.\n",
     ]
     if sig.notes:
         parts += ["Notes:\n", "".join(f"- {n}\n" for n in sig.notes)]
+    parts += ["### Intervals per dataset\n", caption("classification/intervals")]
     for ds in datasets:
-        parts += [f"### {ds}: intervals\n",
-                  interval_markdown(sig.intervals, ds, archs, strategies, dataset_metrics[ds]),
-                  f"![Forest plot {ds}](figures/forest_{ds}.png)\n"]
-    parts += ["### Paired comparisons\n", paired_markdown(sig.paired, reference)]
+        parts += [f"#### {ds}\n", f"[Markdown](tables/{ds}_intervals.md)\n",
+                  interval_markdown(sig.intervals, ds, archs, strategies, dataset_metrics[ds])]
+    parts += ["### Forest plots\n", caption("classification/forest")]
+    parts += [f"![Forest plot {ds}](figures/forest_{ds}.png)\n" for ds in datasets]
+    parts += ["### Paired comparisons\n", caption("classification/paired_comparison"),
+              paired_markdown(sig.paired, reference)]
     return "\n".join(parts)
 
 

@@ -20,7 +20,8 @@ the seeds; a single seed has no standard deviation (n/a), a NaN seed makes the g
 Written into ``out_dir`` (each file atomically; ``report.md`` last): ``runs.csv`` (one row per job),
 ``ablation.csv|md``, ``per_class.csv|md``, ``topk.csv|md``, ``side_by_side.csv|md`` (every setting with its
 published counterpart or "no published counterpart"; the Markdown lists the matched ones),
-``figures/per_class_auc.png`` and ``report.md``.
+``figures/per_class_auc.png`` and ``report.md``. Each table and report.md section opens with the caption Snakemake's
+HTML report shows beside the same result (``report/spft/<name>.rst``, :mod:`medtl.report.document`).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import pandas as pd
 from medtl.io import atomic_path
 
 from .collect import MetricsFileError, load_run
+from .document import caption
 from .published import MATCHED, UNMATCHED, Reference, fmt, matched_markdown, side_by_side, status_markdown
 from .tables import markdown, ordered
 
@@ -373,11 +375,10 @@ def build_spft_report(metric_files: list[str], out_dir: str, settings: dict[str,
                 pc_md.append(f"### {ds} / {arch} ({r['main']})\n\n" +
                              per_class_markdown(side, ds, arch, r["main"]))
 
-    caption_ab = ("Ablation: test macro AUROC, mean ± SD over seeds, each variant at the learning rate selected "
-                  "on validation macro AUROC. ✓ = component on.\n\n")
-    caption_k = "Unfreezing the top-k layers against all layers (full SPFT otherwise): test macro AUROC, mean ± SD.\n\n"
-    caption_pc = ("Per-class test AUROC of each architecture's full SPFT variant, mean ± SD over seeds at the "
-                  "selected learning rate; Published / Δ where the reference file has the number.\n\n")
+    # each table opens with the caption Snakemake's report shows beside it (report/spft/<name>.rst)
+    caption_ab = caption("spft/ablation") + "✓ = component on.\n\n"
+    caption_k = caption("spft/topk") + "\n"
+    caption_pc = caption("spft/per_class") + "\n"
     empty = pd.DataFrame(columns=["arch", "configuration", "table", *COMPONENTS, "top_k", "dataset", "strategy"])
     ablation_md = caption_ab + "\n".join(abl_md)
     topk_text = caption_k + "\n".join(topk_md)
@@ -389,9 +390,9 @@ def build_spft_report(metric_files: list[str], out_dir: str, settings: dict[str,
     put("per_class.csv", per_class)
     put("per_class.md", per_class_text)
     put("side_by_side.csv", side)
-    side_md = ("Our SPFT results next to the published ones, one row per matched setting "
-               f"({int((side['status'] == MATCHED).sum())} of {len(side)}); every other setting has "
-               f"status \"{UNMATCHED}\" in [side_by_side.csv](side_by_side.csv).\n\n"
+    n_matched = int((side["status"] == MATCHED).sum())
+    side_md = (caption("spft/side_by_side") + f"\nOne row per matched setting ({n_matched} of {len(side)}; all of "
+               "them in [side_by_side.csv](side_by_side.csv)).\n\n"
                + matched_markdown(side) + "\n" + status_markdown(reference))
     put("side_by_side.md", side_md)
     name = "figures/per_class_auc.png"
@@ -403,17 +404,15 @@ def build_spft_report(metric_files: list[str], out_dir: str, settings: dict[str,
         "# SPFT report\n",
         f"{len(runs)} training jobs of {len(set(runs['strategy']))} SPFT variant(s). Datasets: {', '.join(datasets)}. "
         f"Architectures: {', '.join(archs)}. Seeds: {seeds}.\n",
-        "## Method\n",
-        "- Each (dataset, architecture, variant) is reported at the learning rate with the best mean validation "
-        "macro AUROC over seeds (ties: the smaller rate); cells are test-set mean ± sample standard deviation "
-        "(ddof = 1) over seeds, n/a for a single seed. Every job: [runs.csv](runs.csv).\n"
-        "- Variants are placed by their settings: the ablation switches SPFT's components off one by one, the "
-        "top-k table changes only how many blocks are unfrozen.\n",
+        "Each section starts with the caption Snakemake's HTML report (`snakemake --report report.html`) shows beside "
+        "the same result.\n",
         "## Ablation\n", "[CSV](ablation.csv)\n", ablation_md,
-        "## Per-class AUROC\n", "[CSV](per_class.csv) · ![per-class AUROC](figures/per_class_auc.png)\n",
-        per_class_text,
+        "## Per-class AUROC\n", "[CSV](per_class.csv)\n", per_class_text,
+        caption("spft/per_class_auc"), "![per-class AUROC](figures/per_class_auc.png)\n",
         "## Top-k layers against all layers\n", "[CSV](topk.csv)\n", topk_text,
         "## Published results\n", "[CSV](side_by_side.csv)\n", side_md,
+        "## Data\n", "### [runs.csv](runs.csv)\n", caption("spft/runs"),
+        "### [side_by_side.csv](side_by_side.csv)\n", caption("spft/side_by_side_data"),
     ]
     put("report.md", "\n".join(parts))
     return written

@@ -8,7 +8,8 @@ Written into ``out_dir`` (each file atomically; ``report.md`` last):
 - ``per_image.csv``             test Dice of every (job, image, structure)
 - ``figures/masks_{dataset}.png``  a few test images: ground truth, then each model/strategy's masks
                                 (lowest seed), Dice of the image (mean over its structures) on each
-- ``report.md``
+- ``report.md``                 every table and figure, each section headed by the caption Snakemake's HTML report
+                                shows beside the same result (``report/segmentation/<name>.rst``)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pandas as pd
 from medtl.data.dense_store import load_dense_store
 from medtl.dense_report import (load_runs, markdown, mean_se_table, order_rows, save_figure, show_image, summarize,
                                 write_csv, write_text)
+from medtl.report.document import caption
 
 COLOURS = ((0.90, 0.10, 0.15), (0.15, 0.40, 0.95), (0.10, 0.75, 0.30), (0.95, 0.60, 0.10), (0.60, 0.20, 0.80))
 
@@ -120,10 +122,14 @@ def build_report(metric_files: list[str], prediction_files: list[str], per_image
         path = out / "figures" / f"masks_{ds}.png"
         mask_figure(load_dense_store(store_dirs[ds], task="segmentation"), preds, path, n_images)
         figures.append(path)
-    lines = ["# Segmentation", "",
-             f"{len(runs)} jobs. Test Dice of the model kept on validation mean Dice (EMA weights for SPFT), "
-             "prompted with each structure's ground-truth box; per structure over the images annotated with it, "
-             "mean ± standard error over seeds (n/a: one seed); best per dataset in bold.", "", markdown(table),
-             "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+    # each section headed by the caption Snakemake's report shows beside the same result (report/segmentation/)
+    lines = ["# Segmentation", "", f"{len(runs)} jobs.", "", "## Dice (test)", "",
+             caption("segmentation/segmentation_table"),
+             "[CSV](segmentation_table.csv) · [Markdown](segmentation_table.md) · "
+             "every image: [per_image.csv](per_image.csv)",
+             "", markdown(table), "## Figures", "", caption("segmentation/masks")]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+    lines += ["## Data", "", "### [all_runs.csv](all_runs.csv)", "", caption("segmentation/all_runs"),
+              "### [summary.csv](summary.csv)", "", caption("segmentation/summary")]
     write_text("\n".join(lines), out / "report.md")
     return {p.name: str(p) for p in figures}
