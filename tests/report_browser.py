@@ -70,7 +70,7 @@ window.addEventListener("load", medtlProbe);
 VIEW = r"""
 function medtlView() {
   if (typeof app === "undefined" || !document.querySelector("nav")) { setTimeout(medtlView, 50); return; }
-  const path = Object.keys(results).find((p) => p.endsWith(%(result)s));
+  const path = Object.keys(results).find((p) => new RegExp(%(result)s).test(p));
   const entry = results[path];
   app.setView({navbarMode: "resultinfo", category: %(category)s, subcategory: %(subcategory)s,
                content: entry.mime_type === "text/html" ? "html" : "img", contentPath: entry.data_uri,
@@ -117,8 +117,9 @@ def probe(report: Path, workdir: Path, chromium: str) -> dict:
 
 
 def screenshot(report: Path, out: Path, chromium: str, category: str, subcategory: str, result: str,
-               size: tuple[int, int] = (1500, 820)) -> Path:
-    """A PNG of the report showing ``result`` (a path suffix) of ``category`` / ``subcategory``."""
+               size: tuple[int, int] = (2000, 800)) -> Path:
+    """A PNG of the report showing the first result whose path matches the regular expression ``result``,
+    with its caption, in ``category`` / ``subcategory``."""
     script = VIEW % {"result": json.dumps(result), "category": json.dumps(category),
                      "subcategory": json.dumps(subcategory)}
     page = _with_script(report, script, out.with_name(out.stem + "_view.html"))
@@ -130,15 +131,19 @@ def screenshot(report: Path, out: Path, chromium: str, category: str, subcategor
         raise RuntimeError(f"Chromium took no screenshot (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     from PIL import Image
 
-    Image.open(out).convert("RGB").quantize(colors=128).save(out, optimize=True)  # small enough for the README
+    image = Image.open(out).convert("RGB")
+    # headless Chromium's page is shorter than its window: cut the blank strip under the report's panels
+    left = [image.getpixel((2, y)) for y in range(image.height)]
+    bottom = max((y for y, px in enumerate(left) if px != (255, 255, 255)), default=image.height - 1) + 1
+    image.crop((0, 0, image.width, bottom)).quantize(colors=128).save(out, optimize=True)  # small, for the README
     return out
 
 
 if __name__ == "__main__":
-    report_html, png = map(Path, sys.argv[1:3])
+    report_html, png = (Path(a).resolve() for a in sys.argv[1:3])
     browser = find_chromium()
     if browser is None:
         sys.exit("no Chromium found (Debian: apt-get install chromium)")
-    screenshot(report_html, png, browser, category="Classification · study 1 (strategies)",
-               subcategory="Per dataset", result="figures/relative_improvement_all.png")
+    screenshot(report_html, png, browser, category="Classification · study 1 (strategies)",  # a dataset's scores
+               subcategory="Per dataset", result=r"classification/tables/[^/]+(?<!_intervals)\.html$")
     print(png)

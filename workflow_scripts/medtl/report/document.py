@@ -25,12 +25,12 @@ _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 14px; color: #1e293b;
+body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px; color: #1e293b;
        margin: 1.2em; line-height: 1.45; }}
 h1, h2, h3 {{ font-weight: 600; margin: 1.1em 0 0.4em; }}
 h1 {{ font-size: 1.3em; }} h2 {{ font-size: 1.15em; }} h3 {{ font-size: 1.05em; }}
 table {{ border-collapse: collapse; margin: 0.6em 0 1.2em; font-variant-numeric: tabular-nums; }}
-th, td {{ border: 1px solid #cbd5e1; padding: 0.25em 0.6em; text-align: left; white-space: nowrap; }}
+th, td {{ border: 1px solid #cbd5e1; padding: 0.2em 0.45em; text-align: left; white-space: nowrap; }}
 th {{ background: #f1f5f9; }}
 tr:nth-child(even) td {{ background: #f8fafc; }}
 code {{ background: #f1f5f9; padding: 0 0.2em; border-radius: 3px; }}
