@@ -94,6 +94,19 @@ def dense_report_settings(task):
             "strategies": list(section.get("strategies", {}))}
 
 
+# -- starting weights (rules/dense_weights.smk) ----------------------------------------------------
+def dense_pretrain_entry(task, model, source):
+    """What pretraining depends on: the model, its weights entry and the training settings it inherits."""
+    entry = dense_model_entry(task, model)
+    weights = dict(entry.get("weights") or {})
+    if weights.get("type") != "pretrain" or weights.get("dataset") != source:
+        raise ValueError(f"{task}.models.{model} is not pretrained on '{source}'")
+    keep = ("type", "cfg") if task == "detection" else ("encoder", "img_size")
+    return {"model": {"name": model, **{k: entry[k] for k in keep if k in entry}}, "weights": weights,
+            "training": dense_training(task, model),
+            "dataset": {"name": source, "size": dense_size(task, source)}}
+
+
 # -- detection (rules/detection.smk) ----------------------------------------------------------------
 ULTRALYTICS_CONFIG = f"{RESULTS}/cache/ultralytics"  # settings and fonts: inside the results, never in ~
 

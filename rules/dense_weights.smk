@@ -1,18 +1,7 @@
 """Starting weights of the dense models: pretrained by the pipeline on a source dataset of the task
 (the embedded default's offline start, as classification pretrains on synth_source), or a released
-checkpoint fetched once by a local rule before any compute job (cluster nodes need no internet)."""
-
-
-def dense_pretrain_entry(task, model, source):
-    """What pretraining depends on: the model, its weights entry and the training settings it inherits."""
-    entry = dense_model_entry(task, model)
-    weights = dict(entry.get("weights") or {})
-    if weights.get("type") != "pretrain" or weights.get("dataset") != source:
-        raise ValueError(f"{task}.models.{model} is not pretrained on '{source}'")
-    keep = ("type", "cfg") if task == "detection" else ("encoder", "img_size")
-    return {"model": {"name": model, **{k: entry[k] for k in keep if k in entry}}, "weights": weights,
-            "training": dense_training(task, model),
-            "dataset": {"name": source, "size": dense_size(task, source)}}
+checkpoint fetched once by a local rule before any compute job (cluster nodes need no internet).
+Helpers: rules/common_dense.smk."""
 
 
 rule fetch_dense_weights:
@@ -27,7 +16,11 @@ rule fetch_dense_weights:
         config_dir=ULTRALYTICS_CONFIG,
     log:
         f"{RESULTS}/logs/fetch_dense_weights/{{task}}_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fetch_dense_weights/{{task}}_{{model}}.tsv"
     localrule: True
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/fetch_dense_weights.py"
 
@@ -52,6 +45,8 @@ rule pretrain_detector:
         gpu=res("detection", "gpu", 0),
         mem_mb=res("detection", "mem_mb", 4000),
         runtime=res("detection", "runtime", 120),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/pretrain_detector.py"
 
@@ -75,5 +70,7 @@ rule pretrain_sam:
         gpu=res("segmentation", "gpu", 0),
         mem_mb=res("segmentation", "mem_mb", 4000),
         runtime=res("segmentation", "runtime", 120),
+    conda:
+        "../envs/medtl.yaml"
     script:
         "../workflow_scripts/pretrain_sam.py"
