@@ -23,8 +23,21 @@ $(VENV)/.installed: requirements.txt
 demo: setup
 	$(BIN)/snakemake --cores $(CORES) --printshellcmds
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q -ra
+
+# Headless Chromium (Debian's chromium) for tests/test_report_html.py, which opens the Snakemake report in it;
+# installed when missing and this is a Debian machine where we are root (CI); otherwise that test skips,
+# or fails under CI=true.
+.PHONY: browser
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "[setup] installing chromium" >&2; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get update -qq >/dev/null && \
+		  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; } || \
+		echo "[setup] could not install chromium: tests/test_report_html.py will skip (fail under CI=true)" >&2; \
+	fi
 
 dry-run: setup
 	$(BIN)/snakemake -n --quiet rules

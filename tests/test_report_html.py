@@ -1,6 +1,6 @@
 """Snakemake's HTML report (``snakemake --report report.html``) holds every table and figure of every report
 (classification, SPFT, published numbers, detection, segmentation), each with its caption, grouped by task
-and study; a browser renders it (headless Chromium, Debian's ``chromium``; .ci/run installs it); and the
+and study; a browser renders it (headless Chromium, Debian's ``chromium``; make test installs it); and the
 report.md files quote the same captions."""
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def rendered(request, tmp_path_factory):
     chromium = find_chromium()
     if chromium is None:
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail("CI=true but no Chromium to open the report: .ci/run installs Debian's chromium package")
-        pytest.skip("no headless Chromium to open the report (Debian: apt-get install chromium, as .ci/run does; "
+            pytest.fail("CI=true but no Chromium to open the report: make test installs Debian's chromium package")
+        pytest.skip("no headless Chromium to open the report (Debian: apt-get install chromium, as make test does as root; "
                     "or CHROMIUM=<browser>)")
     workdir = request.getfixturevalue("finished_run")
     return probe(workdir / "report.html", tmp_path_factory.mktemp("chromium"), chromium)
