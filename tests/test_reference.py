@@ -15,10 +15,8 @@ from medtl.report.published import (MATCHED, UNMATCHED, ReferenceError, build_pu
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "references" / "published.yaml"
 
 # Numbers typed from the papers' tables, checked against the reference file:
-# (study, dataset, arch, strategy, metric, class) -> (value as a fraction, table it was read from).
-# Empty: no table of either study could be read when the file was written (see its notes). Add a few
-# entries here, typed independently from the paper, whenever a table is typed into the file.
-SPOT_CHECKS: dict[tuple[str, str, str, str, str, str], tuple[float, str]] = {}
+# The spot check of typed numbers against a second, independent typing from the papers is
+# tests/test_published_spotcheck.py (tests/published_spotcheck.yaml).
 
 
 def test_the_reference_file_is_valid_and_says_where_everything_comes_from():
@@ -35,18 +33,6 @@ def test_the_reference_file_is_valid_and_says_where_everything_comes_from():
         assert rows["source"].str.contains("Table|Section", case=False).all(), f"{sid}: every row names its table"
     # what could not be obtained is stated in the file (and so in every report)
     assert len(ref.missing()) == sum(not s.get("obtained") for s in ref.studies.values())
-
-
-@pytest.mark.skipif(not SPOT_CHECKS, reason="no published table was obtained; nothing to spot-check yet")
-@pytest.mark.parametrize("key", sorted(SPOT_CHECKS))
-def test_spot_checks_against_the_papers(key):
-    ref = load_reference(REFERENCE_FILE).rows
-    study, *setting = key
-    row = ref[(ref["study"] == study) & (ref[["dataset", "arch", "strategy", "metric", "class"]]
-                                         .apply(tuple, axis=1) == tuple(setting))]
-    value, table = SPOT_CHECKS[key]
-    assert len(row) == 1 and row["value"].iloc[0] == pytest.approx(value, abs=1e-9)
-    assert table in row["source"].iloc[0]
 
 
 def _study(**table):
