@@ -85,30 +85,35 @@ def draw_cxr(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict[str,
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), masks, boxes
 
 
-def generate(raw: Path, options: dict) -> dict:
-    """PNG images, YOLO labels, masks and splits; the manifest comes last (written by the caller)."""
+def _write_scenes(raw: Path, options: dict, name: str, stem: str, draw, box_classes, mask_names, what: str) -> dict:
+    """PNG images from ``draw(rng, size)``, YOLO labels, a mask per structure and splits; the manifest comes
+    last (written by the caller)."""
     rng = np.random.default_rng(int(options["seed"]))
     size, n = int(options["size"]), int(options["n"])
     test_every = max(2, round(1 / float(options.get("test_fraction", 0.25))))
-    for sub in ["images", "labels", *(f"masks/{s}" for s in STRUCTURES)]:
+    for sub in ["images", "labels", *(f"masks/{m}" for m in mask_names)]:
         (raw / sub).mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
-        stem = f"cxr{i:04d}"
-        img, masks, boxes = draw_cxr(rng, size)
-        Image.fromarray(img).save(raw / "images" / f"{stem}.png")
-        for s in STRUCTURES:
-            Image.fromarray(masks[s].astype(np.uint8) * 255).save(raw / "masks" / s / f"{stem}.png")
-        lines = [f"{LESIONS.index(c)} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}"
+        image_stem = stem.format(i)
+        img, masks, boxes = draw(rng, size)
+        Image.fromarray(img).save(raw / "images" / f"{image_stem}.png")
+        for m in mask_names:
+            Image.fromarray(masks[m].astype(np.uint8) * 255).save(raw / "masks" / m / f"{image_stem}.png")
+        lines = [f"{box_classes.index(c)} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}"
                  for c, x1, y1, x2, y2 in boxes]
-        (raw / "labels" / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
-        rows.append({"image": f"{stem}.png", "split": "test" if i % test_every == test_every - 1 else "train",
-                     "group": stem})
-    (raw / "classes.txt").write_text("".join(c + "\n" for c in LESIONS))
+        (raw / "labels" / f"{image_stem}.txt").write_text("".join(line + "\n" for line in lines))
+        rows.append({"image": f"{image_stem}.png", "split": "test" if i % test_every == test_every - 1 else "train",
+                     "group": image_stem})
+    (raw / "classes.txt").write_text("".join(c + "\n" for c in box_classes))
     with atomic_path(raw / "splits.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
-    print(f"[synthetic] synth_cxr_dense: wrote {n} images ({size} px) to {raw}", file=sys.stderr, flush=True)
-    return {"root": str(raw.resolve()), "generated": "synth_cxr_dense", "n": n}
+    print(f"[synthetic] {name}: wrote {n} {what} ({size} px) to {raw}", file=sys.stderr, flush=True)
+    return {"root": str(raw.resolve()), "generated": name, "n": n}
+
+
+def generate(raw: Path, options: dict) -> dict:
+    return _write_scenes(raw, options, "synth_cxr_dense", "cxr{:04d}", draw_cxr, LESIONS, STRUCTURES, "images")
 
 
 DENSE_DATASETS.register("synth_cxr_dense")(DenseDatasetSpec(
@@ -180,29 +185,7 @@ def draw_shapes(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict[s
 
 
 def generate_shapes(raw: Path, options: dict) -> dict:
-    """PNG scenes, YOLO labels, a mask per shape and splits; the manifest comes last (written by the caller)."""
-    rng = np.random.default_rng(int(options["seed"]))
-    size, n = int(options["size"]), int(options["n"])
-    test_every = max(2, round(1 / float(options.get("test_fraction", 0.25))))
-    for sub in ["images", "labels", *(f"masks/{k}" for k in SHAPES)]:
-        (raw / sub).mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
-        stem = f"shapes{i:05d}"
-        img, masks, boxes = draw_shapes(rng, size)
-        Image.fromarray(img).save(raw / "images" / f"{stem}.png")
-        for k in SHAPES:
-            Image.fromarray(masks[k].astype(np.uint8) * 255).save(raw / "masks" / k / f"{stem}.png")
-        lines = [f"{SHAPES.index(c)} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}"
-                 for c, x1, y1, x2, y2 in boxes]
-        (raw / "labels" / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
-        rows.append({"image": f"{stem}.png", "split": "test" if i % test_every == test_every - 1 else "train",
-                     "group": stem})
-    (raw / "classes.txt").write_text("".join(c + "\n" for c in SHAPES))
-    with atomic_path(raw / "splits.csv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-    print(f"[synthetic] synth_shapes_dense: wrote {n} scenes ({size} px) to {raw}", file=sys.stderr, flush=True)
-    return {"root": str(raw.resolve()), "generated": "synth_shapes_dense", "n": n}
+    return _write_scenes(raw, options, "synth_shapes_dense", "shapes{:05d}", draw_shapes, SHAPES, SHAPES, "scenes")
 
 
 DENSE_DATASETS.register("synth_shapes_dense")(DenseDatasetSpec(
