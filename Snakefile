@@ -28,8 +28,9 @@ include: "rules/dense_weights.smk"
 
 rule all:
     input:
-        rules.report_classification.output,
-        rules.report_published.output,
+        # classification and its published numbers, only when the config has classification training jobs
+        rules.report_classification.output if any(training_runs()) else [],
+        rules.report_published.output if any(training_runs()) else [],
         SPFT_REPORT,  # the SPFT tables, only when the config has SPFT-type strategies
         detection_targets(),  # detection and segmentation tables and figures, only when configured
         segmentation_targets(),

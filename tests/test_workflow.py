@@ -142,3 +142,24 @@ def test_timm_models_by_name_run_every_strategy(tmp_path):
         assert metrics["epochs_run"] == 2 and 0 <= metrics["test"]["accuracy"] <= 1
         log = (tmp_path / "results/logs/train" / run.removeprefix("results/runs/")).with_suffix(".log").read_text()
         assert log.count("[train] epoch ") == 2, log
+
+
+def test_a_detection_only_study_plans_no_classification(tmp_path):
+    """configs/nih_cxr14_bbox_cpu.yaml: no classification datasets, architectures or strategies; the DAG
+    has the detection jobs and report only (no classification or published-numbers report)."""
+    jobs = scheduled_jobs(tmp_path, REPO / "configs" / "nih_cxr14_bbox_cpu.yaml")
+    rules = {rule for rule, _ in jobs}
+    assert {"train_detection", "pretrain_detector", "report_detection"} <= rules
+    assert not rules & {"train", "report_classification", "report_published", "report_spft"}
+
+
+def test_a_config_without_any_task_is_refused(tmp_path):
+    out = dry_run_error(tmp_path, {"seeds": [0]})
+    assert "no task" in out and "datasets" in out and "detection" in out and "segmentation" in out
+
+
+def test_classification_datasets_need_architectures_and_strategies(tmp_path):
+    config = copy.deepcopy(TINY)
+    del config["architectures"]
+    out = dry_run_error(tmp_path, config)
+    assert "need architectures" in out and "synth" in out

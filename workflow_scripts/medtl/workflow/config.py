@@ -28,6 +28,15 @@ def check_config(config: dict) -> None:
     from medtl.strategies import STRATEGIES
 
     errors: list[str] = []
+    if not (config.get("datasets") or config.get("detection") or config.get("segmentation")):
+        raise ConfigError("invalid config: it has no task: give classification datasets (with architectures, "
+                          "strategies and learning_rates), a detection section or a segmentation section")
+    if config.get("datasets"):
+        missing = [k for k in ("architectures", "strategies", "learning_rates") if not config.get(k)]
+        if missing:
+            raise ConfigError(f"invalid config: classification datasets ({', '.join(config['datasets'])}) need "
+                              f"{', '.join(missing)}: add {'them' if len(missing) > 1 else 'it'}, or remove "
+                              "datasets for a detection or segmentation study only")
     for section in ("datasets", "source_datasets"):
         for key, entry in config.get(section, {}).items():
             kind = (entry or {}).get("type", key)
@@ -75,7 +84,7 @@ def check_config(config: dict) -> None:
             if name not in config["architectures"]:
                 errors.append(f"strategies.{key}.architectures: '{name}' is not a key of architectures")
     reference = config.get("report", {}).get("reference", "ft")
-    if reference not in config["strategies"]:
+    if config["datasets"] and reference not in config["strategies"]:
         errors.append(f"report.reference: '{reference}' is not one of the configured strategies")
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
