@@ -19,10 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-from timm.utils.model_ema import ModelEmaV3
+
+if TYPE_CHECKING:
+    from timm.utils.model_ema import ModelEmaV3
 
 from medtl.runtime import rng_state, save_torch, set_rng_state
 
@@ -39,6 +41,8 @@ def ema_decay_rule(decay: float) -> Callable[[int], float]:
     :class:`Ema` computes it: timm's own ``ModelEmaV3.get_decay``, for code that keeps another EMA object
     (Ultralytics' ``ModelEMA`` in detection)."""
     rule = SimpleNamespace(decay=float(decay), min_decay=0.0, update_after_step=0, use_warmup=True, **EMA_WARMUP)
+    from timm.utils.model_ema import ModelEmaV3  # timm costs ~0.4 s to import: only where an EMA is kept
+
     return lambda t: ModelEmaV3.get_decay(rule, t)
 
 
@@ -52,6 +56,8 @@ class Ema:
         self.updates = 0
 
     def _new(self, model) -> ModelEmaV3:
+        from timm.utils.model_ema import ModelEmaV3
+
         return ModelEmaV3(model, decay=self.decay, use_warmup=True, **EMA_WARMUP)
 
     def update(self, model) -> None:

@@ -9,8 +9,24 @@ from pathlib import Path
 
 
 @contextmanager
-def job_log(snakemake):
-    """Send this job's stdout and stderr (Python and C level alike) to its ``log:`` file."""
+def job_log(snakemake, fast_exit: bool = True):
+    """Send this job's stdout and stderr (Python and C level alike) to its ``log:`` file; when the job
+    succeeds, end the process at once (``fast_exit``).
+
+    Python's teardown after torch, torchvision and scikit-learn are imported takes 1-1.5 s of CPU (it
+    frees every module's objects one by one), a fifth of a small training job; ``os._exit`` skips it.
+    Every output has been written and closed by then (atomic writes in ``with`` blocks), the log is
+    flushed and closed here, and a failing job still raises and exits the normal way."""
+    with _to_log(snakemake):
+        yield
+    if fast_exit:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+@contextmanager
+def _to_log(snakemake):
     if not snakemake.log:
         yield
         return
