@@ -102,8 +102,15 @@ def dense_pretrain_entry(task, model, source):
     if weights.get("type") != "pretrain" or weights.get("dataset") != source:
         raise ValueError(f"{task}.models.{model} is not pretrained on '{source}'")
     keep = ("type", "cfg") if task == "detection" else ("encoder", "img_size")
+    # what the weights entry sets (epochs always: 5 by default) replaces the task's setting, which then
+    # must not rerun the pretraining when it changes
+    training = dense_training(task, model)
+    training.pop("epochs", None)
+    for own, task_key in (("lr", "lr0" if task == "detection" else "lr"), ("batch_size", "batch_size")):
+        if own in weights:
+            training.pop(task_key, None)
     return {"model": {"name": model, **{k: entry[k] for k in keep if k in entry}}, "weights": weights,
-            "training": dense_training(task, model),
+            "training": training,
             "dataset": {"name": source, "size": dense_size(task, source)}}
 
 

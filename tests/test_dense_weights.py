@@ -225,3 +225,39 @@ def test_fetch_rule_brings_released_checkpoints_before_the_jobs(tmp_path):
         snakemake(tmp_path, cfg, *targets)
     assert (tmp_path / targets[0]).read_bytes() == yolo and (tmp_path / targets[1]).read_bytes() == sam
     assert sorted(path for path, _ in server.requests) == ["/segment_anything/sam_tiny.pth", "/v8.3.0/yolov8n.pt"]
+
+
+@pytest.mark.slow
+def test_pretraining_reruns_only_when_what_it_uses_changes(tmp_path):
+    """Through Snakemake: the fine-tuning epochs (and a learning rate the weights entry sets itself) are not
+    the pretraining's, so editing them reruns no pretraining; the weights entry's own epochs do."""
+    import copy
+
+    from workflow_helpers import scheduled_jobs, snakemake, tiny_config, write_config
+
+    source = {"shapes": {"type": "synth_shapes_dense", "options": {"n": 12}, "size": 32}}
+    dense = {"datasets": {"synth_cxr_dense": {"options": {"n": 12}, "size": 32}}, "source_datasets": source,
+             "strategies": {"ft": {}}}
+    config = tiny_config(
+        detection={**dense, "training": {"epochs": 2, "batch_size": 4, "workers": 0}, "models": {"yolo": {
+            "type": "yolo", "cfg": "yolov8n.yaml",
+            "weights": {"type": "pretrain", "dataset": "shapes", "epochs": 1, "lr": 0.002}}}},
+        segmentation={**dense, "training": {"epochs": 2, "batch_size": 4}, "models": {"sam": {
+            "encoder": "vit_tiny", "img_size": 32, "weights": {"type": "pretrain", "dataset": "shapes", "epochs": 1}}}})
+    targets = ["results/detection/weights/yolo/pretrain-shapes.pt", "results/segmentation/weights/sam/pretrain-shapes.pt"]
+    snakemake(tmp_path, write_config(tmp_path / "config.yaml", config), *targets)
+
+    def pretraining_jobs(change) -> list[str]:
+        edited = copy.deepcopy(config)
+        change(edited)
+        jobs = scheduled_jobs(tmp_path, write_config(tmp_path / "edited.yaml", edited), *targets)
+        return sorted(rule for rule, _ in jobs if rule.startswith("pretrain"))
+
+    def finetuning(c):
+        c["detection"]["training"].update(epochs=50, lr0=0.01)
+        c["segmentation"]["training"].update(epochs=50)
+
+    assert pretraining_jobs(finetuning) == []
+    assert pretraining_jobs(lambda c: c["detection"]["training"].update(batch_size=8)) == ["pretrain_detector"]
+    assert pretraining_jobs(lambda c: c["segmentation"]["models"]["sam"]["weights"].update(epochs=3)) == \
+        ["pretrain_sam"]
