@@ -65,6 +65,12 @@ def learning_rates(strategy):
     return config["strategies"][strategy].get("learning_rates") or config["learning_rates"]
 
 
+def pretrain_training():
+    """The training settings pretraining uses: its weights entry sets the epochs and batch size, it never
+    stops early and monitors the source's own metric, so editing those for fine-tuning reruns no pretraining."""
+    return {k: v for k, v in config["training"].items() if k not in ("epochs", "batch_size", "patience", "monitor")}
+
+
 def weights_id(arch):
     w = arch_entry(arch)["weights"]
     if w["type"] == "pretrain":

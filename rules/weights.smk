@@ -30,7 +30,7 @@ rule pretrain:
     params:
         weights=lambda w: canonical(arch_entry(w.arch)["weights"]),
         arch=lambda w: canonical(arch_entry(w.arch)["name"]),
-        training=lambda w: canonical(config["training"]),
+        training=lambda w: canonical(pretrain_training()),
         checkpoint=lambda w: f"{RESULTS}/checkpoints/pretrain/{w.arch}-{w.source}.ckpt",
     log:
         f"{RESULTS}/logs/pretrain/{{arch}}_{{source}}.log",

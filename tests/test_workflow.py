@@ -163,3 +163,24 @@ def test_classification_datasets_need_architectures_and_strategies(tmp_path):
     del config["architectures"]
     out = dry_run_error(tmp_path, config)
     assert "need architectures" in out and "synth" in out
+
+
+@pytest.mark.slow
+def test_editing_fine_tuning_settings_reruns_no_pretraining(tmp_path):
+    """Pretraining takes its epochs and batch size from the architecture's weights entry, never stops early
+    and monitors the source's metric: editing those training settings reschedules no pretraining (and so
+    none of the jobs after it but training), editing the weights entry does."""
+    config = copy.deepcopy(TINY)
+    config["source_datasets"] = {"synth_source": {"options": {"n": 40, "size": 36}}}
+    config["architectures"] = {"resnet_tiny": {"weights": {"type": "pretrain", "dataset": "synth_source", "epochs": 1}}}
+    target = "results/weights/resnet_tiny/pretrain-synth_source.pt"
+    snakemake(tmp_path, write_config(tmp_path / "config.yaml", config), target)
+
+    def rules_after(change) -> set[str]:
+        edited = copy.deepcopy(config)
+        change(edited)
+        return {rule for rule, _ in scheduled_jobs(tmp_path, write_config(tmp_path / "edited.yaml", edited), target)}
+
+    assert rules_after(lambda c: c["training"].update(epochs=7, batch_size=8, patience=3, monitor="auroc")) == set()
+    assert rules_after(lambda c: c["training"].update(optimizer="sgd")) == {"pretrain"}
+    assert rules_after(lambda c: c["architectures"]["resnet_tiny"]["weights"].update(epochs=2)) == {"pretrain"}
