@@ -48,7 +48,7 @@ def pretrained_backbone(arch: str, store, device, steps: int, lr: float) -> dict
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             done += 1
             if done >= steps:
                 break
