@@ -390,3 +390,18 @@ def test_lr_ties_and_nan_are_deterministic(tmp_path):
     sel = pd.read_csv(tmp_path / "out" / "selected.csv")
     assert sel["lr"].tolist() == [0.001]   # equal means -> the smaller lr; the NaN lr is never chosen
     assert sel["n_lrs"].tolist() == [3]
+
+
+def test_effectiveness_table_names_strategies_that_never_ran_beside_the_reference():
+    """A strategy restricted to an architecture without the reference (the demo's ViT SPFT ablation) has no
+    pair: the Markdown table leaves it out and names it below; the CSV keeps every strategy."""
+    from medtl.report.tables import effectiveness, effectiveness_markdown
+
+    rel = pd.DataFrame({"dataset": ["d", "d"], "arch": ["cnn", "cnn"], "strategy": ["lp", "l2_sp"],
+                        "relative_change": [0.05, -0.02], "effective": [True, False]})
+    eff = effectiveness(rel, ["ft", "lp", "l2_sp", "spft_vit"], "ft", 0.001)
+    assert list(eff["strategy"]) == ["lp", "l2_sp", "spft_vit"] and eff["n_pairs"].tolist() == [1, 1, 0]
+    md = effectiveness_markdown(eff, "ft", 0.001)
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["lp", "l2_sp"]
+    assert "Not compared (no ft run on the same dataset and architecture): spft_vit." in md

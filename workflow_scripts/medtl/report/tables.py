@@ -217,7 +217,12 @@ def effectiveness(rel: pd.DataFrame, strategies: list[str], reference: str, thre
 
 
 def effectiveness_markdown(eff: pd.DataFrame, reference: str, threshold: float) -> str:
+    """The table of :func:`effectiveness` without the strategies that never ran beside the reference (a
+    strategy restricted to an architecture without it, e.g. the ViT SPFT ablation): named below it instead."""
     pct = f"{100 * threshold:g}%"
+    alone = (eff["n_pairs"] == 0) & (eff["n_not_comparable"] == 0)
+    unpaired = list(eff.loc[alone, "strategy"])
+    eff = eff[~alone]
     md = pd.DataFrame({
         "Strategy": eff["strategy"],
         f"Better than {reference} (> {pct})": [f"{b} / {n}" for b, n in zip(eff["n_better"], eff["n_pairs"])],
@@ -231,7 +236,9 @@ def effectiveness_markdown(eff: pd.DataFrame, reference: str, threshold: float) 
     caption = (f"Effectiveness: the number of (dataset, architecture) pairs on which each strategy improves the "
                f"test primary metric over {reference} by more than {pct} (relative), out of the pairs where both "
                f"have a score.\n\n")
-    return caption + markdown(md)
+    note = (f"\n\nNot compared (no {reference} run on the same dataset and architecture): "
+            f"{', '.join(unpaired)}." if unpaired else "")
+    return caption + markdown(md) + note
 
 
 # -- the paper's Table 11 and Table 12, from long-form scores --------------------------------------------
