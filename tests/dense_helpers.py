@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medtl.data import DENSE_DATASETS
 from medtl.data.dense_prepare import prepare_dense
+from medtl.data.options import declared_options
 from medtl.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,8 +28,11 @@ def synth_store(root: Path, task: str, n: int = 32, size: int = 64, seed: int = 
 
 
 def prepare_from(root: Path, task: str, kind: str, options: dict, size: int, name: str = "real"):
-    """A prepared store of a source configured as a user would (``kind`` = dense dataset type)."""
+    """A prepared store of a source configured as a user would (``kind`` = dense dataset type); its
+    options must pass the config check, as a user's would have to."""
     spec = DENSE_DATASETS.get(kind)
+    problems = declared_options(spec.options).problems(options, f"{kind}.options")
+    assert not problems, problems
     manifest = root / "raw" / "manifest.json"
     write_json(manifest, spec.fetch(root / "raw", {**spec.options, **options}))
     entry = {"type": kind, "options": options, "val_fraction": 0.2, "split_seed": 0}

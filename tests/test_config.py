@@ -51,6 +51,28 @@ def test_bad_values_are_named(change, fragments):
         assert fragment in message
 
 
+@pytest.mark.parametrize("options, fragment", [
+    ({"image_archive": [1]}, "datasets.chestxray14.options.image_archive: unknown setting (did you mean "
+                             "'image_archives'?)"),
+    ({"roots": "/data/nih"}, "datasets.chestxray14.options.roots: unknown setting (did you mean 'root'?)"),
+    ({"image_archives": 1}, "datasets.chestxray14.options.image_archives: 1 is not allowed; expected a list of "
+                            "integers >= 1 and <= 12"),
+    ({"image_archives": [13]}, "datasets.chestxray14.options.image_archives: [13] is not allowed"),
+    ({"retries": "4"}, "datasets.chestxray14.options.retries: '4' is not allowed; expected an integer >= 0"),
+], ids=["image_archive-typo", "root-typo", "image_archives-number", "image_archives-13", "retries-text"])
+def test_chestxray14_options_are_checked(options, fragment):
+    """ChestX-ray14 declares every option it reads: a typo is named, with the option meant, not ignored."""
+    assert fragment in errors_for(lambda c: c["datasets"].__setitem__("chestxray14", {"options": options}))
+
+
+def test_chestxray14_options_it_reads_pass():
+    config = copy.deepcopy(BASE)
+    config["datasets"]["chestxray14"] = {"options": {
+        "image_archives": [1, 12], "raw_data": "/data/archives", "root": "/data/nih/images", "verify": False,
+        "urls": {"images_001.tar.gz": "http://x/1"}, "checksums": {"images_001.tar.gz": "md5:0"}, "retries": 1}}
+    check_config(config)
+
+
 def test_every_problem_is_reported_at_once():
     def change(c):
         c["datasets"]["nope"] = {}
@@ -92,9 +114,11 @@ def _own_csv(**options):
                                        "a list of strings"]),
     (_dataset_options(sise=36), ["datasets.synth_derm.options.sise: unknown setting (did you mean 'size'?)",
                                  "known: seed, size, n"]),
+    (lambda c: c["datasets"].__setitem__("chestxray14", {"options": {"image_archive": [1]}}),
+     ["datasets.chestxray14.options.image_archive: unknown setting (did you mean 'image_archives'?)"]),
 ], ids=["l2_sp-alpha-text", "l2_sp-alpha-negative", "auto_rgn-probe_batches-0", "spft-progressive-text",
         "spft-ema_decay-5", "lp_ft-lp_epochs-text", "spft-monitor-auc", "crop-over-resize", "csv-label_columns-text",
-        "dataset-option-typo"])
+        "dataset-option-typo", "source-option-typo"])
 def test_bad_settings_stop_the_dry_run_naming_key_value_and_what_is_allowed(tmp_path, change, fragments):
     config = tiny_config()
     change(config)

@@ -26,6 +26,9 @@ from medtl.data.sources.boxes import fuse_readers, weighted_boxes_fusion
 from medtl.data.sources.chexmask import decode_rle
 from medtl.data.sources.common import ArchiveError, ManualDownloadError
 from medtl.data.sources.vindr_cxr import KAGGLE_CLASSES
+from medtl.settings import show
+from medtl.workflow.config import ConfigError
+from medtl.workflow.dense_config import check_dense_config
 
 FAST = {"retries": 1, "backoff": 0.01}
 
@@ -463,6 +466,57 @@ def test_every_dense_source_is_registered_and_documented(name):
     docs = (REPO / "docs" / "datasets.md").read_text()
     assert re.search(rf"### `{name}`", docs), f"docs/datasets.md does not document {name}"
     assert f"`{name}`" in (REPO / "README.md").read_text(), f"README.md does not list {name}"
+
+
+# -- the config check of each source's options -----------------------------------------------------
+def dense_config_errors(task: str, kind: str, options: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        check_dense_config({task: {"datasets": {"mine": {"type": kind, "options": options}}}})
+    return str(err.value)
+
+
+@pytest.mark.parametrize("kind, task, typo, right, wrong, allowed", [
+    ("vindr_cxr", "detection", "fusion_iuo", "fusion_iou", {"fusion_iou": "0.4"}, "expected a number >= 0 and <= 1"),
+    ("vindr_cxr", "detection", "min_reader", "min_readers", {"negatives": "no"}, "expected true or false"),
+    ("vindr_cxr", "detection", "clases", "classes", {"classes": "Cardiomegaly"},
+     "expected a list of strings or 'kaggle' or 'all'"),
+    ("tbx11k", "detection", "list", "lists", {"lists": "TBX11K_val.txt"}, "expected a mapping of a string"),
+    ("tbx11k", "detection", "limits", "limit", {"limit": "10"}, "expected an integer >= 1 or null"),
+    ("nih_cxr14_bbox", "detection", "roots", "root", {"test_fraction": "0.3"}, "expected a number > 0 and < 1"),
+    ("nih_cxr14_bbox", "detection", "image_archive", "image_archives", {"image_archives": [0, 13]},
+     "expected a list of integers >= 1 and <= 12"),
+    ("chexmask", "segmentation", "min_dice", "min_dice_rca", {"min_dice_rca": "high"},
+     "expected a number >= 0 and <= 1"),
+    ("chexmask", "segmentation", "image_roots", "image_root", {"images": "nih"},
+     "expected one of 'vindr_cxr', 'chestxray14'"),
+], ids=["vindr_cxr-fusion_iou", "vindr_cxr-negatives", "vindr_cxr-classes", "tbx11k-lists", "tbx11k-limit",
+        "nih_cxr14_bbox-test_fraction", "nih_cxr14_bbox-image_archives", "chexmask-min_dice_rca", "chexmask-images"])
+def test_a_misspelled_or_mistyped_source_option_stops_the_config_check(kind, task, typo, right, wrong, allowed):
+    """Each source declares every option it reads: a typo is named with the key path and the option
+    meant (it used to be accepted and ignored), a value of the wrong type with what is allowed."""
+    message = dense_config_errors(task, kind, {typo: 1})
+    assert f"{task}.datasets.mine.options.{typo}: unknown setting (did you mean '{right}'?)" in message
+    [(key, value)] = wrong.items()
+    message = dense_config_errors(task, kind, wrong)
+    assert f"{task}.datasets.mine.options.{key}: {show(value)} is not allowed; {allowed}" in message
+
+
+@pytest.mark.parametrize("kind, task, options", [
+    ("vindr_cxr", "detection", {"classes": "all", "fusion_iou": 0.4, "min_readers": 2, "negatives": False,
+                                "test_fraction": 0.1, "limit": 3, "root": "/data/vindr-cxr"}),
+    ("vindr_cxr", "detection", {"classes": ["Cardiomegaly", "Nodule/Mass"], "archive": "/data/vindr-cxr-1.0.0.zip"}),
+    ("tbx11k", "detection", {"lists": {"test": "TBX11K_test.txt"}, "classes": ["ActiveTuberculosis"], "limit": 5,
+                             "archive": "/data/TBX11K.zip"}),
+    ("nih_cxr14_bbox", "detection", {"root": "/data/nih", "images": "thumb256/images", "image_archives": [1, 2],
+                                     "test_fraction": 0.3, "limit": 10, "urls": {"images_001.tar.gz": "http://x/1"},
+                                     "checksums": {"images_001.tar.gz": "md5:0"}, "verify": False}),
+    ("chexmask", "segmentation", {"images": "chestxray14", "csv": "/data/ChestX-Ray8.csv", "image_root": "/data/nih",
+                                  "test_list": "/data/test_list.txt", "test_fraction": 0.3, "id_column": "Image Index",
+                                  "min_dice_rca": 0, "resolution": "OriginalResolution", "base_url": "http://x/",
+                                  "limit": 4, "retries": 1, "backoff": 0.01, "raw_data": "/data/archives"}),
+], ids=["vindr_cxr", "vindr_cxr-class-list", "tbx11k", "nih_cxr14_bbox", "chexmask"])
+def test_the_options_a_source_reads_pass_the_config_check(kind, task, options):
+    check_dense_config({task: {"datasets": {"mine": {"type": kind, "options": options}}}})
 
 
 # -- the workflow ---------------------------------------------------------------------------------

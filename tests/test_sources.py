@@ -22,6 +22,7 @@ from data_server import serve
 from medtl.data import DATASETS
 from medtl.data.adapters import LabelFileError
 from medtl.data.download import ChecksumError
+from medtl.data.options import declared_options
 from medtl.data.prepare import prepare
 from medtl.data.sources import SOURCES
 from medtl.data.sources.common import ArchiveError, ManualDownloadError
@@ -69,8 +70,11 @@ def md5(data: bytes) -> str:
 
 
 def fetch(name: str, tmp_path: Path, options: dict) -> Path:
-    """Run the dataset's fetch as the workflow does; return the manifest file."""
+    """Run the dataset's fetch as the workflow does; return the manifest file. The options must pass the
+    config check, as a user's would have to."""
     spec = DATASETS.get(name)
+    problems = declared_options(spec.options).problems(options, f"{name}.options")
+    assert not problems, problems
     raw_dir = tmp_path / "results" / "raw" / name
     # raw_data defaults to an empty folder of this test, never ./raw of whoever runs it
     manifest = spec.fetch(raw_dir, {**spec.options, **FAST, "raw_data": str(tmp_path / "raw"), **options})

@@ -160,26 +160,32 @@ class Text(Setting):
 
 @dataclass(frozen=True)
 class TextList(Setting):
-    """A list of strings (a single string is refused: write [name])."""
+    """A list of strings (a single string is refused: write [name]), or one of the words in ``also``."""
+    also: tuple = ()
 
     def allows(self, value):
+        if isinstance(value, str) and value in self.also:
+            return True
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
     def allowed(self):
-        return "a list of strings"
+        return "a list of strings" + "".join(f" or {show(w)}" for w in self.also)
 
 
 @dataclass(frozen=True)
 class IntList(Setting):
+    """A list of integers, each optionally in a range (``minimum``/``maximum`` inclusive)."""
     minimum: int | None = None
+    maximum: int | None = None
 
     def allows(self, value):
         return isinstance(value, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) and (self.minimum is None or v >= self.minimum)
+            isinstance(v, int) and not isinstance(v, bool) and _in_bounds(v, self.minimum, self.maximum, None, None)
             for v in value)
 
     def allowed(self):
-        return "a list of integers" + (f" >= {self.minimum}" if self.minimum is not None else "")
+        bounds = _bounds(self.minimum, self.maximum, None, None)
+        return "a list of integers" + (f" {bounds}" if bounds else "")
 
 
 @dataclass(frozen=True)

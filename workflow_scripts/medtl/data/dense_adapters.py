@@ -24,9 +24,9 @@ import pandas as pd
 from medtl.data.adapters import IMAGE_SUFFIXES, LabelFileError, _hash_fraction, existing_root
 from medtl.data.dense_registry import BOX_COLUMNS, DENSE_DATASETS, DETECTION, SEGMENTATION, DenseDatasetSpec, \
     DenseRaw
-from medtl.data.options import TEST_FRACTION
+from medtl.data.options import LIMIT, TEST_FRACTION
 from medtl.data.store import SPLITS
-from medtl.settings import Anything, Choice, Int, Settings, Text, TextList
+from medtl.settings import Anything, Choice, Settings, Text, TextList
 
 SPLIT_ALIASES = {"valid": "val", "validation": "val"}
 
@@ -190,7 +190,7 @@ FOLDER_OPTIONS = Settings(
     splits_csv=Text(None, nullable=True, doc="CSV of image, split (and group), relative to root"),
     test_fraction=TEST_FRACTION,
     group_pattern=Text(None, nullable=True, doc="regex with one group: the patient id in a file stem"),
-    limit=Int(None, minimum=1, nullable=True, doc="keep a stable subset of this many images"),
+    limit=LIMIT,
     channels=Choice(1, choices=(1, 3), doc="channels of the stored images"),
 )
 

@@ -25,6 +25,9 @@ LOCATED = Settings(
 #: the fraction of a source's images drawn (by patient) into the test split, where it has no official one
 TEST_FRACTION = Number(0.2, above=0, below=1, doc="fraction of patients drawn into the test split")
 
+#: a stable subset of that many images (the smallest salted hashes), for quick runs; the dense sources take it
+LIMIT = Int(None, minimum=1, nullable=True, doc="keep a stable subset of this many images")
+
 
 def declared_options(options) -> Settings:
     """The settings a source's ``options`` declaration allows (file options included where it has raw_data)."""

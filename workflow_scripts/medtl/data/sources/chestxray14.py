@@ -30,6 +30,7 @@ from medtl.data.sources.common import (
     ArchiveError, LabelFileError, RemoteFile, SourceInfo, extract, index_images, label_table, log,
     manifest_root, obtain_all, read_csv_checked, register_source,
 )
+from medtl.settings import IntList, Settings, Text
 
 PAGE = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
 LABEL_FILES = [RemoteFile("Data_Entry_2017_v2020.csv"), RemoteFile("train_val_list.txt"),
@@ -54,6 +55,10 @@ IMAGE_ARCHIVES = [RemoteFile(f"images_{i:03d}.tar.gz", f"https://nihcc.box.com/s
 FINDINGS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
             "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
 CLASSES = [f.lower() for f in FINDINGS]
+#: the option picking image tarballs (also that of ``nih_cxr14_bbox``, which takes its images from them)
+IMAGE_ARCHIVES_OPTION = IntList(list(range(1, 13)), minimum=1, maximum=12,
+                                doc="numbers of the image tarballs to use (e.g. [1] for a quick trial); "
+                                    "images of the others are left out")
 
 
 def _archives(options: dict) -> list[RemoteFile]:
@@ -123,7 +128,10 @@ register_source("chestxray14", DatasetSpec(
     description="NIH ChestX-ray14: frontal chest radiographs, 14 findings (multi-label); official split.",
     license="No restriction (NIH Clinical Center); cite Wang et al. CVPR 2017 and acknowledge the NIH CC",
     urls=(PAGE, *(a.url for a in IMAGE_ARCHIVES)),
-    options={"image_archives": list(range(1, 13)), "raw_data": "raw"},
+    options=Settings(
+        raw_data=Text("raw", doc="folder with the files put there by hand"),
+        image_archives=IMAGE_ARCHIVES_OPTION,
+    ),
 ), SourceInfo(
     title="NIH ChestX-ray14", access="automatic (images) + manual (3 label files)", page=PAGE,
     license="unrestricted use with citation of Wang et al. (CVPR 2017) and acknowledgement of the NIH CC",

@@ -37,11 +37,13 @@ from medtl.data.dense_registry import SEGMENTATION, DenseDatasetSpec, DenseRaw
 from medtl.data.dense_adapters import _subset
 from medtl.data.download import DownloadError, download
 from medtl.data.imageio import DICOM_SUFFIXES
+from medtl.data.options import LIMIT
 from medtl.data.sources import vindr_cxr
 from medtl.data.sources.common import (
     ManualDownloadError, RemoteFile, SourceInfo, hash_split, index_images, local_candidates, log, obtain,
     register_dense_source,
 )
+from medtl.settings import Choice, Number, Settings, Text
 
 PAGE = "https://physionet.org/content/chexmask-cxr-segmentation-data/1.0.0/"
 FILES_URL = "https://physionet.org/files/chexmask-cxr-segmentation-data/1.0.0/"
@@ -49,7 +51,22 @@ SUMS = "SHA256SUMS.txt"
 MASK_TABLES = {"vindr_cxr": "VinDr-CXR", "chestxray14": "ChestX-Ray8"}
 STRUCTURES = {"heart": "Heart", "left_lung": "Left Lung", "right_lung": "Right Lung"}
 QUALITY = "Dice RCA (Mean)"
-DEFAULTS = {"images": "vindr_cxr", "min_dice_rca": 0.7, "test_fraction": 0.2, "resolution": "OriginalResolution"}
+OPTIONS = Settings(
+    raw_data=Text("raw", doc="folder with the files put there by hand"),
+    images=Choice("vindr_cxr", choices=tuple(MASK_TABLES), doc="whose images and masks: VinDr-CXR's or ChestX-ray14's"),
+    min_dice_rca=Number(0.7, minimum=0, maximum=1,
+                        doc="rows with a lower Dice RCA (Mean) are left out (0: keep every row)"),
+    csv=Text(None, nullable=True, doc="path of the mask table put elsewhere (then nothing is downloaded)"),
+    image_root=Text(None, nullable=True, doc="folder of the images (needed with images: chestxray14)"),
+    test_list=Text(None, nullable=True, doc="NIH's test_list.txt (with images: chestxray14): its images -> test"),
+    test_fraction=Number(0.2, above=0, below=1,
+                         doc="fraction of patients drawn into test (with images: chestxray14, without test_list)"),
+    id_column=Text(None, nullable=True, doc="the mask table's image id column (default: its first)"),
+    resolution=Text("OriginalResolution", doc="PhysioNet folder of the mask table (Preprocessed masks do not "
+                                              "overlay the original images)"),
+    base_url=Text(FILES_URL, doc="where the mask table and SHA256SUMS.txt are downloaded from"),
+    limit=LIMIT,
+)
 
 
 @dataclass(frozen=True)
@@ -119,7 +136,7 @@ def _mask_table(raw_dir: Path, options: dict) -> Path:
 
 
 def fetch(raw_dir: Path, options: dict) -> dict:
-    options = {**DEFAULTS, **options}
+    options = {**OPTIONS, **options}
     if options["images"] not in MASK_TABLES:
         raise ValueError(f"chexmask: option 'images' is one of {sorted(MASK_TABLES)}, got {options['images']!r}")
     table = _mask_table(Path(raw_dir), options)
@@ -158,7 +175,7 @@ def _nih_images(root: Path, options: dict) -> pd.DataFrame:
 
 
 def read_segmentation(manifest: dict, options: dict) -> DenseRaw:
-    options = {**DEFAULTS, **options}
+    options = {**OPTIONS, **options}
     csv, root = Path(manifest["csv"]), Path(manifest["image_root"])
     images = _vindr_images(root) if manifest["images"] == "vindr_cxr" else _nih_images(root, options)
     if images.empty:
@@ -209,7 +226,7 @@ register_dense_source("chexmask", DenseDatasetSpec(
     fetch=fetch, readers={SEGMENTATION: read_segmentation},
     description="CheXmask: heart and left/right lung masks (RLE) of VinDr-CXR (default) or ChestX-ray14 images.",
     license="masks: as stated on the PhysioNet page (open access); images: their source's licence",
-    urls=(PAGE,), options={"raw_data": "raw", **DEFAULTS},
+    urls=(PAGE,), options=OPTIONS,
 ), SourceInfo(
     title="CheXmask 1.0.0 (PhysioNet)", access="automatic (masks) + the images' own access", page=PAGE,
     license="masks open access on PhysioNet (cite Gaggion et al., Sci Data 2024); images under their source's "

@@ -30,17 +30,25 @@ import pandas as pd
 
 from medtl.data.adapters import LabelFileError
 from medtl.data.dense_registry import DETECTION, DenseDatasetSpec, DenseRaw
+from medtl.data.options import LIMIT, TEST_FRACTION
 from medtl.data.sources.boxes import box_raw, subset
-from medtl.data.sources.chestxray14 import IMAGE_ARCHIVES, PAGE, _archives
+from medtl.data.sources.chestxray14 import IMAGE_ARCHIVES, IMAGE_ARCHIVES_OPTION, PAGE, _archives
 from medtl.data.sources.common import (
     ArchiveError, RemoteFile, SourceInfo, extract, find_file, hash_split, index_images, log, manifest_root,
     obtain_all, register_dense_source,
 )
+from medtl.settings import Settings, Text
 
 BBOX_FILE = RemoteFile("BBox_List_2017.csv")
 CLASSES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax"]
 SOURCE_SIZE = 1024   # every ChestX-ray14 PNG is 1024 x 1024, the space of the box coordinates
-DEFAULTS = {"test_fraction": 0.2}
+OPTIONS = Settings(
+    raw_data=Text("raw", doc="folder with the files put there by hand"),
+    image_archives=IMAGE_ARCHIVES_OPTION,
+    images=Text(".", doc="with root: the folder of the PNGs, relative to root"),
+    test_fraction=TEST_FRACTION,
+    limit=LIMIT,
+)
 
 
 def read_bbox_csv(csv: Path) -> pd.DataFrame:
@@ -87,7 +95,7 @@ def fetch(raw_dir: Path, options: dict) -> dict:
 
 
 def read_detection(manifest: dict, options: dict) -> DenseRaw:
-    options = {**DEFAULTS, **options}
+    options = {**OPTIONS, **options}
     csv = Path(manifest["bbox_csv"])
     boxes = read_bbox_csv(csv)
     files = index_images([Path(d) for d in manifest["image_dirs"]], [".png"])
@@ -111,7 +119,7 @@ register_dense_source("nih_cxr14_bbox", DenseDatasetSpec(
     description="NIH ChestX-ray14 boxes: 984 radiologist boxes of 8 findings on 880 radiographs; patient-wise split.",
     license="No restriction (NIH Clinical Center); cite Wang et al. CVPR 2017 and acknowledge the NIH CC",
     urls=(PAGE, *(a.url for a in IMAGE_ARCHIVES)),
-    options={"raw_data": "raw", "image_archives": list(range(1, 13)), **DEFAULTS},
+    options=OPTIONS,
 ), SourceInfo(
     title="NIH ChestX-ray14 bounding boxes", access="automatic (images) + manual (BBox_List_2017.csv)", page=PAGE,
     license="unrestricted use with citation of Wang et al. (CVPR 2017) and acknowledgement of the NIH CC",

@@ -27,10 +27,12 @@ import pandas as pd
 from medtl.data.adapters import LabelFileError
 from medtl.data.dense_registry import DETECTION, DenseDatasetSpec, DenseRaw
 from medtl.data.imageio import image_size
+from medtl.data.options import LIMIT
 from medtl.data.sources.boxes import box_raw, subset
 from medtl.data.sources.common import (
     ArchiveError, RemoteFile, SourceInfo, locate_unpacked, merge_dict_option, register_dense_source,
 )
+from medtl.settings import Settings, Table, Text, TextList
 
 PAGE = "https://mmcheng.net/tb/"
 ARCHIVE = "TBX11K.zip"
@@ -102,7 +104,13 @@ register_dense_source("tbx11k", DenseDatasetSpec(
     fetch=fetch, readers={DETECTION: read_detection},
     description="TBX11K: chest radiographs with tuberculosis boxes; official train list, val list as test.",
     license="research use as stated on the authors' page (mmcheng.net/tb)", urls=(PAGE,),
-    options={"raw_data": "raw", "lists": dict(LISTS)},
+    options=Settings(
+        raw_data=Text("raw", doc="folder with the files put there by hand"),
+        lists=Table(dict(LISTS), values=Text(), doc="split (train, val, test) -> its list file in lists/; "
+                                                    "a split not named keeps its default"),
+        classes=TextList(list(CLASSES), doc="the box classes, in order; a box of a class not listed stops the read"),
+        limit=LIMIT,
+    ),
 ), SourceInfo(
     title="TBX11K (Nankai University)", access="manual", page=PAGE,
     license="non-commercial research use as stated on the authors' page; cite Liu et al. CVPR 2020",

@@ -34,11 +34,13 @@ import pandas as pd
 from medtl.data.adapters import LabelFileError
 from medtl.data.dense_registry import DETECTION, DenseDatasetSpec, DenseRaw
 from medtl.data.imageio import image_size
+from medtl.data.options import LIMIT
 from medtl.data.sources.boxes import box_raw, fuse_readers, subset
 from medtl.data.sources.common import (
     ArchiveError, RemoteFile, SourceInfo, hash_split, locate_unpacked, log, read_csv_checked,
     register_dense_source,
 )
+from medtl.settings import Bool, Int, Number, Settings, Text, TextList
 
 PAGE = "https://physionet.org/content/vindr-cxr/1.0.0/"
 FILES_URL = "https://physionet.org/files/vindr-cxr/1.0.0/"
@@ -50,7 +52,19 @@ KAGGLE_CLASSES = ["Aortic enlargement", "Atelectasis", "Calcification", "Cardiom
                   "Infiltration", "Lung Opacity", "Nodule/Mass", "Other lesion", "Pleural effusion",
                   "Pleural thickening", "Pneumothorax", "Pulmonary fibrosis"]
 COORDS = ["x_min", "y_min", "x_max", "y_max"]
-DEFAULTS = {"classes": "kaggle", "fusion_iou": 0.5, "min_readers": 1, "negatives": True, "test_fraction": 0.2}
+OPTIONS = Settings(
+    raw_data=Text("raw", doc="folder with the files put there by hand"),
+    classes=TextList("kaggle", also=("kaggle", "all"),
+                     doc="kaggle: the competition's 14 local findings; all: every local finding in the files; "
+                         "or a list of finding names"),
+    fusion_iou=Number(0.5, minimum=0, maximum=1,
+                      doc="IoU above which a radiologist's training box joins a cluster (weighted boxes fusion)"),
+    min_readers=Int(1, minimum=1, doc="fused training boxes drawn by fewer radiologists are dropped"),
+    negatives=Bool(True, doc="keep the images without a box of the classes"),
+    test_fraction=Number(0.2, above=0, below=1,
+                         doc="fraction of the images drawn into test where annotations_test.csv is absent"),
+    limit=LIMIT,
+)
 WHY = ("VinDr-CXR is on PhysioNet under credentialed access (CITI training and a signed data use agreement). "
        "It needs annotations/annotations_train.csv, annotations/annotations_test.csv and the DICOM folders "
        "train/ and test/: put those folders, unpacked, into the folder below, or mirror them with "
@@ -100,7 +114,7 @@ def _annotations(csv: Path) -> pd.DataFrame:
 
 
 def read_detection(manifest: dict, options: dict) -> DenseRaw:
-    options = {**DEFAULTS, **options}
+    options = {**OPTIONS, **options}
     root, ann = Path(manifest["root"]), Path(manifest["annotations"])
     frames = {"train": _annotations(ann / "annotations_train.csv")}
     if (ann / "annotations_test.csv").exists():
@@ -149,7 +163,7 @@ register_dense_source("vindr_cxr", DenseDatasetSpec(
     fetch=fetch, readers={DETECTION: read_detection},
     description="VinDr-CXR: chest radiographs (DICOM) with radiologists' boxes of local findings; official split.",
     license=LICENSE, urls=(PAGE,),
-    options={"raw_data": "raw", **DEFAULTS},
+    options=OPTIONS,
 ), SourceInfo(
     title="VinDr-CXR 1.0.0 (PhysioNet)", access="manual", page=PAGE,
     license=f"{LICENSE} (credentialed access, signed DUA)",
