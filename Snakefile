@@ -26,11 +26,13 @@ include: "rules/segmentation.smk"
 include: "rules/dense_weights.smk"
 
 
+# classification and its published numbers, only when the config has classification training jobs
+CLASSIFICATION_REPORTS = [*rules.report_classification.output, *rules.report_published.output] if any(training_runs()) else []
+
+
 rule all:
     input:
-        # classification and its published numbers, only when the config has classification training jobs
-        rules.report_classification.output if any(training_runs()) else [],
-        rules.report_published.output if any(training_runs()) else [],
+        CLASSIFICATION_REPORTS,
         SPFT_REPORT,  # the SPFT tables, only when the config has SPFT-type strategies
         detection_targets(),  # detection and segmentation tables and figures, only when configured
         segmentation_targets(),
