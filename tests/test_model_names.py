@@ -60,8 +60,15 @@ def test_names_are_checked_while_planning_without_the_libraries():
 
 
 def test_a_transformer_without_stride_stages_is_refused_with_the_way_out():
+    # while planning, by its family (tests/test_model_families.py holds the list to the library) ...
+    with pytest.raises(UnknownNameError, match="family 'vision_transformer'.*use timm.<name>"):
+        ARCHS.get("torchvision.vit_b_16")
+    # ... and by the block finder, for a model the list would miss
+    from torchvision.models import vit_b_16
+
+    from medtl.models.generic import stage_blocks
     with torch.device("meta"), pytest.raises(ValueError, match="use timm.<name>"):
-        build_network("torchvision.vit_b_16", 3)
+        stage_blocks(vit_b_16(num_classes=3))
 
 
 @pytest.mark.parametrize("name", ["timm.resnet18", "timm.convnext_tiny"])

@@ -218,52 +218,7 @@ def test_config_check_and_position_embedding_resampling():
     assert tuple(fit_pos_embed(state, net.net)["pos_embed"].shape) == (1, 17, 32)
 
 
-def test_hub_weights_are_fetched_converted_and_loaded_offline(tmp_path, monkeypatch):
-    """fetch_hub with the download replaced by a local snapshot of a vit_tiny-shaped DINOv2."""
-    import huggingface_hub
-    from safetensors.torch import save_file
-
-    from medtl.models.weights import fetch_hub
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hf = _hf_dinov2(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
-                    image_size=32, patch_size=4)
-    snapshot = tmp_path / "snapshot"
-    snapshot.mkdir()
-    save_file({k: v.contiguous() for k, v in _legacy_names(hf.state_dict()).items()},
-              str(snapshot / "model.safetensors"))
-    (snapshot / "config.json").write_text(json.dumps(hf.config.to_dict()))
-    calls = []
-
-    def fake_download(repo, revision=None, cache_dir=None, **kwargs):
-        calls.append((repo, revision, cache_dir))
-        return str(snapshot)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
-    out = tmp_path / "weights" / "hub.pt"
-    fetch_hub("vit_tiny", {"type": "hub", "repo": "someone/dinov2-tiny", "revision": "v1"}, out,
-              tmp_path / "cache" / "torch")
-    assert calls == [("someone/dinov2-tiny", "v1", str((tmp_path / "cache" / "huggingface").resolve()))]
-
-    net = build_network("vit_tiny", 5).eval()
-    net.load_backbone(torch.load(out, weights_only=True))
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(net.features(x), hf(pixel_values=x).last_hidden_state[:, 1:].mean(1),
-                                   atol=1e-5, rtol=0)
-
-    # a local copy of the repository: read in place, nothing downloaded
-    fetch_hub("vit_tiny", {"type": "hub", "path": str(snapshot)}, tmp_path / "local.pt", tmp_path / "cache" / "torch")
-    assert len(calls) == 1
-    for k, v in torch.load(tmp_path / "local.pt", weights_only=True).items():
-        torch.testing.assert_close(v, torch.load(out, weights_only=True)[k])
-
-    # a checkpoint of another shape is refused before anything is written
-    (snapshot / "config.json").write_text(json.dumps({**hf.config.to_dict(), "hidden_size": 768}))
-    with pytest.raises(ValueError, match="does not fit architecture 'vit_tiny'"):
-        fetch_hub("vit_tiny", {"type": "hub", "repo": "someone/dinov2-tiny"}, tmp_path / "other.pt",
-                  tmp_path / "cache" / "torch")
-    assert not (tmp_path / "other.pt").exists()
+# fetch_hub reads a hub repository with every file it lists: tests/test_artifacts.py
 
 
 # -- any timm ViT by name ---------------------------------------------------------------------------------------

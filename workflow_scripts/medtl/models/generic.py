@@ -9,8 +9,8 @@ it is built and where its parameter blocks are, found from the model itself rath
   a new block starts where the feature map gets smaller; everything after the last feature map larger than
   1 x 1 (pooling, classifier) is the head's block. ResNet-18 gives 6 blocks, as timm's grouping does.
 
-The head, the layer replaced for the task, is the model's classifier: timm's ``pretrained_cfg["classifier"]``,
-else the last linear layer.
+The head, the layer replaced for the task, is the model's classifier: timm's ``pretrained_cfg["classifier"]``
+(several for models with a distillation head, whose outputs the model averages), else the last linear layer.
 """
 from __future__ import annotations
 
@@ -38,16 +38,21 @@ def build_torchvision(num_classes: int, model: str) -> nn.Module:
     return models.get_model(model, weights=None, num_classes=num_classes)
 
 
-def classifier_name(net: nn.Module, num_classes: int | None = None) -> str:
-    """The module replaced for the task: timm's declared classifier, else the last linear layer."""
+def classifier_names(net: nn.Module, num_classes: int | None = None) -> tuple[str, ...]:
+    """The modules replaced for the task: timm's declared classifier(s) (``pretrained_cfg["classifier"]``, a
+    tuple for models with a distillation head: deit / levit / efficientformer ``('head', 'head_dist')``,
+    crossvit ``('head.0', 'head.1')``; timm's own ``reset_classifier`` replaces them all), else the last
+    linear layer."""
     declared = (getattr(net, "pretrained_cfg", None) or {}).get("classifier")
-    if isinstance(declared, str) and declared:
-        return declared
+    names = (declared,) if isinstance(declared, str) else tuple(declared or ())
+    modules = dict(net.named_modules())
+    if names and all(n in modules for n in names):
+        return names
     linear = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
     if not linear or (num_classes is not None and net.get_submodule(linear[-1]).out_features != num_classes):
         raise ValueError(f"{type(net).__name__}: no final linear classifier (with {num_classes} outputs) found; "
                          "its head cannot be replaced")
-    return linear[-1]
+    return (linear[-1],)
 
 
 def covering_prefixes(net: nn.Module, groups: list[list[str]]) -> list[list[str]]:
@@ -73,10 +78,10 @@ def covering_prefixes(net: nn.Module, groups: list[list[str]]) -> list[list[str]
     return [p for p in out if p]
 
 
-def _head_last(groups: list[list[str]], head: str) -> list[list[str]]:
-    """The head's parameters in the last block: moved into a block of their own where the grouping put
+def _head_last(groups: list[list[str]], heads: tuple[str, ...]) -> list[list[str]]:
+    """The heads' parameters in the last block: moved into a block of their own where the grouping put
     them elsewhere (every strategy counts the last block as the head's)."""
-    in_head = lambda n: n == head or n.startswith(head + ".")  # noqa: E731
+    in_head = lambda n: any(n == h or n.startswith(h + ".") for h in heads)  # noqa: E731
     if all(in_head(n) or i == len(groups) - 1 for i, names in enumerate(groups) for n in names if in_head(n)):
         return groups
     rest = [[n for n in names if not in_head(n)] for names in groups]
@@ -84,14 +89,18 @@ def _head_last(groups: list[list[str]], head: str) -> list[list[str]]:
 
 
 def timm_blocks(net: nn.Module) -> list[list[str]]:
-    """Blocks from timm's coarse grouping of the model (stem, stages, head)."""
+    """Blocks from timm's coarse grouping of the model (stem, stages, head); for the few timm models
+    without a usable one (metaformer, rdnet, coat), the stride stages, as for torchvision models."""
     from timm.models._manipulate import group_parameters
 
-    if not hasattr(net, "group_matcher"):
-        raise ValueError(f"timm model {type(net).__name__} has no group_matcher; its blocks are unknown")
-    grouped = group_parameters(net, net.group_matcher(coarse=True))
+    try:
+        grouped = group_parameters(net, net.group_matcher(coarse=True))
+    except (AttributeError, AssertionError, NotImplementedError):  # no grouping (metaformer), no coarse one (rdnet)
+        return stage_blocks(net)
+    if sum(len(names) for names in grouped.values()) != sum(1 for _ in net.named_parameters()):
+        return stage_blocks(net)  # a grouping that misses parameters (coat)
     groups = [grouped[k] for k in sorted(grouped)]
-    return covering_prefixes(net, _head_last(groups, classifier_name(net)))
+    return covering_prefixes(net, _head_last(groups, classifier_names(net)))
 
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -158,9 +167,9 @@ def stage_blocks(net: nn.Module) -> list[list[str]]:
     blocks.append(ran[last + 1:])
     direct = [n for n, _ in net.named_parameters(recurse=False)]
     blocks[0] = direct + blocks[0]  # e.g. a class token: with the stem
-    head = classifier_name(net)
-    if not any(n == head or head.startswith(n + ".") for n in blocks[-1]):
-        raise ValueError(f"{type(net).__name__}: its classifier '{head}' does not run after its last feature map")
+    for head in classifier_names(net):
+        if not any(n == head or head.startswith(n + ".") for n in blocks[-1]):
+            raise ValueError(f"{type(net).__name__}: its classifier '{head}' does not run after its last feature map")
     if len(blocks) < 3:
         raise ValueError(f"{type(net).__name__}: no stride stages found (a transformer?); use timm.<name>, whose "
                          "grouping knows its layers")

@@ -194,17 +194,50 @@ def _checked(package: str, model: str, example: str) -> str:
     return base
 
 
+#: timm model families (the module of ``timm/models`` that registers them) that cannot be fine-tuned here,
+#: and why; ``tests/test_model_families.py`` builds one model of every family and holds this list to it
+TIMM_REFUSED = {
+    "volo": "its auxiliary head is added to the class head through a maximum over all tokens, which a "
+            "replaced head over cached features cannot reproduce",
+    "efficientvim": "its four stage classifiers are mixed by learned softmax weights outside the classifiers",
+    "pit": "timm gives it no parameter grouping, and its stages pass (tokens, class token) pairs, so its "
+           "parameter blocks cannot be found",
+    "coat": "its blocks share modules (the convolutional position encodings), so a parameter would belong to "
+            "two blocks",
+}
+
+
 def timm_spec(model: str) -> ArchSpec:
     base = _checked("timm", model, "timm.convnext_tiny")
+    family = library_models("timm").get(base)
+    if family in TIMM_REFUSED:
+        raise ValueError(f"timm model '{base}' (family '{family}') cannot be used here: {TIMM_REFUSED[family]}; "
+                         "choose a model of another family")
     return ArchSpec("medtl.models.generic:build_timm", "medtl.models.generic:timm_blocks", head="",
                     family=re.match(r"[a-z]*", base).group() or base, options={"model": model},
                     default_preprocess=default_preprocess(model), imagenet_weights=f"timm:{model}")
+
+
+#: torchvision model families (the module of ``torchvision/models`` that defines them) whose blocks cannot be
+#: found from their stride stages, and why; held to ``tests/test_model_families.py`` like ``TIMM_REFUSED``
+TORCHVISION_REFUSED = {
+    "googlenet": "its auxiliary classifiers run only in training mode",
+    "inception": "its auxiliary classifier runs only in training mode",
+    "squeezenet": "its classifier is a convolution, not a linear layer",
+    "swin_transformer": "a transformer has no stride stages to find its blocks from (use timm.<name>)",
+    "vision_transformer": "a transformer has no stride stages to find its blocks from (use timm.<name> or "
+                          "timm_vit.<name>)",
+}
 
 
 def torchvision_spec(model: str) -> ArchSpec:
     if "." in model:
         raise ValueError(f"'{model}': torchvision names have no tag (its default weights are used)")
     base = _checked("torchvision", model, "torchvision.resnet18")
+    family = library_models("torchvision").get(base)
+    if family in TORCHVISION_REFUSED:
+        raise ValueError(f"torchvision model '{base}' (family '{family}') cannot be used here: "
+                         f"{TORCHVISION_REFUSED[family]}; choose a model of another family")
     return ArchSpec("medtl.models.generic:build_torchvision", "medtl.models.generic:stage_blocks", head="",
                     family=re.match(r"[a-z]*", base).group() or base, options={"model": model},
                     default_preprocess=default_preprocess(model), imagenet_weights=f"torchvision:{model}")

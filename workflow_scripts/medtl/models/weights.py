@@ -25,7 +25,10 @@ def save_backbone(state: dict, out: str | os.PathLike) -> None:
 
 
 def fetch_imagenet(arch: str, out: str | os.PathLike, cache_dir: str | os.PathLike) -> None:
-    """Download torchvision's ImageNet weights (checked against their published hash) into ``cache_dir``."""
+    """torchvision's ImageNet weights, read by torchvision's own model builder (``weights=``: the download,
+    checked against the published hash, and the builder's fixes for legacy files, such as DenseNet's
+    ``norm.1`` key names), cached in ``cache_dir``."""
+    from torchvision import models
     from torchvision.models import get_weight
 
     spec = ARCHS.get(arch)
@@ -35,20 +38,20 @@ def fetch_imagenet(arch: str, out: str | os.PathLike, cache_dir: str | os.PathLi
         return fetch_timm(arch, spec.imagenet_weights.removeprefix("timm:"), out, cache_dir)
     os.environ["TORCH_HOME"] = str(Path(cache_dir).resolve())
     print(f"[weights] fetching {spec.imagenet_weights} into {cache_dir}", file=sys.stderr, flush=True)
+    # the torchvision builder of the architecture: torchvision.<model>'s, or the registered one's
+    builder = spec.options.get("model") or spec.builder.rsplit(":", 1)[1]
     try:
         if spec.imagenet_weights.startswith("torchvision:"):  # torchvision.<model>: its default weights
-            from torchvision.models import get_model_weights
-
-            weights = get_model_weights(spec.imagenet_weights.removeprefix("torchvision:")).DEFAULT
+            weights = models.get_model_weights(builder).DEFAULT
         else:
             weights = get_weight(spec.imagenet_weights)
-        state = weights.get_state_dict(progress=True, check_hash=True)
+        pretrained = models.get_model(builder, weights=weights)
     except Exception as err:  # URLError, hash mismatch, ...
         raise RuntimeError(f"could not fetch ImageNet weights for {arch} ({spec.imagenet_weights}): {err}. "
                            f"This needs internet on the machine running the local rule; or download them "
                            f"elsewhere and use weights type 'checkpoint'.") from None
     net = build_network(arch, 1000)
-    net.net.load_state_dict(state)
+    net.net.load_state_dict(pretrained.state_dict())
     save_backbone(net.backbone_state(), out)
 
 
@@ -74,7 +77,9 @@ def _hf_cache(cache_dir: str | os.PathLike) -> Path:
 
 
 def fetch_timm(arch: str, model: str, out: str | os.PathLike, cache_dir: str | os.PathLike) -> None:
-    """timm's default pretrained weights of ``model`` (from the Hugging Face hub) as the backbone of ``arch``."""
+    """timm's default pretrained weights of ``model`` (from the Hugging Face hub), read by timm's own
+    ``create_model(pretrained=True)``, whose classifier reset drops every classifier of the file (two for
+    distilled models), as the backbone of ``arch``."""
     import timm
     from timm.models import is_model_pretrained
 
@@ -88,10 +93,12 @@ def fetch_timm(arch: str, model: str, out: str | os.PathLike, cache_dir: str | o
     cache = _hf_cache(cache_dir)
     print(f"[weights] fetching timm '{model}' into {cache}", file=sys.stderr, flush=True)
     try:
-        pretrained = timm.create_model(model, pretrained=True, cache_dir=str(cache))
+        pretrained = timm.create_model(model, pretrained=True, num_classes=2, cache_dir=str(cache))
     except Exception as err:
         raise RuntimeError(f"could not fetch timm's pretrained weights for '{model}': {err}. This needs internet "
-                           f"on the machine running the local rule; or use weights type 'checkpoint'.") from None
+                           f"on the machine running the local rule (or a filled cache in {cache}; set "
+                           f"HF_HUB_OFFLINE=1 to use it without a network); or use weights type 'checkpoint'."
+                           ) from None
     state = pretrained.state_dict()
     net = build_network(arch, 2)
     own = net.net.state_dict()
@@ -104,48 +111,56 @@ def fetch_timm(arch: str, model: str, out: str | os.PathLike, cache_dir: str | o
     save_backbone(net.backbone_state(), out)
 
 
+#: what a hub encoder's repository must hold, as its model card names them (microsoft/rad-dino: "model.safetensors"
+#: with "config.json" for transformers; the repository's other weights files -- backbone_compatible.safetensors
+#: for the DINOv2 code, dino_head.safetensors -- are not read)
+HUB_FILES = ["config.json", "model.safetensors", "preprocessor_config.json"]
+
+
 def fetch_hub(arch: str, weights: dict, out: str | os.PathLike, cache_dir: str | os.PathLike) -> None:
-    """A DINOv2 checkpoint from the Hugging Face hub (``repo``, default: the architecture's, e.g.
-    ``microsoft/rad-dino``; optional ``revision``), downloaded with ``snapshot_download`` into the cache
-    (or read from ``path``, a local copy of the repository), converted to timm names and checked against
-    the architecture (its config, then every backbone tensor, shapes included)."""
+    """A DINOv2 encoder from the Hugging Face hub (``repo``, default: the architecture's, e.g.
+    ``microsoft/rad-dino``; optional ``revision``; or ``path``, a local clone or snapshot folder), read by its
+    owner's loader, transformers' ``Dinov2Model.from_pretrained`` (``config.json`` + ``model.safetensors``),
+    converted to timm names and checked against the architecture (its config, then every backbone tensor,
+    shapes included). A download goes into the Hugging Face cache beside ``cache_dir``; with
+    ``HF_HUB_OFFLINE=1`` a filled cache is used without a network."""
     from medtl.models.vit import HUB_REPOS, check_dinov2_config, dinov2_to_timm, fit_pos_embed
 
     repo = weights.get("repo") or HUB_REPOS.get(arch)
+    kwargs: dict = {}
     if weights.get("path"):  # a local copy of the repository (git clone or snapshot folder): no download
-        folder = Path(weights["path"])
-        if not folder.is_dir():
-            raise FileNotFoundError(f"hub weights path {folder} is not a folder; fix 'weights.path' for '{arch}'")
-        repo = str(folder)
+        source = Path(weights["path"])
+        if not source.is_dir():
+            raise FileNotFoundError(f"hub weights path {source} is not a folder; fix 'weights.path' for '{arch}'")
+        missing = [f for f in HUB_FILES[:2] if not (source / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"hub weights path {source} lacks {', '.join(missing)} (a clone of the hub "
+                                    f"repository holds them; with git, run 'git lfs pull' for the weights file)")
+        where = str(source)
     elif not repo:
         raise ValueError(f"weights type 'hub' for architecture '{arch}' needs a 'repo' (e.g. microsoft/rad-dino)")
     else:
         cache = _hf_cache(cache_dir)
         print(f"[weights] fetching {repo}@{weights.get('revision') or 'main'} into {cache}", file=sys.stderr,
               flush=True)
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(repo, revision=weights.get("revision"), cache_dir=str(cache),
-                                            allow_patterns=["*.json", "*.safetensors", "*.md", "LICENSE*"]))
-        except Exception as err:
-            raise RuntimeError(f"could not download {repo} from the Hugging Face hub: {err}. This needs internet on "
-                               f"the machine running the local rule (or a filled cache in {cache}; set "
-                               f"HF_HUB_OFFLINE=1 to use it without a network), or set 'path' to a local copy."
-                               ) from None
-    import json
-
-    from safetensors.torch import load_file
-
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{repo}: no .safetensors file in {folder}")
-    state: dict = {}
-    for f in files:
-        state.update(load_file(str(f)))
+        source, where = repo, f"{repo} (Hugging Face hub)"
+        kwargs = {"revision": weights.get("revision"), "cache_dir": str(cache)}
     net = build_network(arch, 2)
-    config = folder / "config.json"
-    if config.exists():
-        check_dinov2_config(json.loads(config.read_text()), net.net, arch)
-    net.load_backbone(fit_pos_embed(dinov2_to_timm(state), net.net))
+    try:
+        from transformers import Dinov2Config, Dinov2Model
+
+        config = Dinov2Config.from_pretrained(str(source), **kwargs)
+        check_dinov2_config(config.to_dict(), net.net, arch)  # before any tensor is read
+        model, info = Dinov2Model.from_pretrained(str(source), config=config, output_loading_info=True, **kwargs)
+    except (OSError, ValueError) as err:
+        if "does not fit architecture" in str(err):
+            raise
+        hint = ("This needs internet on the machine running the local rule (or a filled cache; set "
+                "HF_HUB_OFFLINE=1 to use it without a network), or set 'path' to a local copy." if kwargs
+                else "Is it a clone of a DINOv2 repository of the hub?")
+        raise RuntimeError(f"could not load the DINOv2 encoder from {where}: {err}. {hint}") from None
+    if info.get("missing_keys"):  # transformers would start them from random values: never silently
+        raise ValueError(f"{where}: model.safetensors lacks {len(info['missing_keys'])} of the encoder's tensors, "
+                         f"e.g. {info['missing_keys'][:3]}; is it a DINOv2 checkpoint?")
+    net.load_backbone(fit_pos_embed(dinov2_to_timm(model.state_dict()), net.net))
     save_backbone(net.backbone_state(), out)

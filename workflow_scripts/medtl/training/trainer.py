@@ -82,10 +82,11 @@ def compiled(net: torch.nn.Module):
     return torch.compile(net)
 
 
-def head_prefix(model) -> str | None:
-    """State-dict key prefix of the head of a medtl Network (None for anything else)."""
-    name = getattr(model, "head_name", None)
-    return f"net.{name}." if name else None
+def head_prefix(model) -> tuple[str, ...] | None:
+    """State-dict key prefixes of the head(s) of a medtl Network, for ``str.startswith`` (None for anything
+    else)."""
+    names = getattr(model, "head_names", None)
+    return tuple(f"net.{name}." for name in names) if names else None
 
 
 def epoch_line(epoch: int, epochs: int, stage: str, blocks: int, n_blocks: int, params: int, loss: float,
