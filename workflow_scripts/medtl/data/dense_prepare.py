@@ -18,7 +18,8 @@ import pandas as pd
 
 from medtl.data.dense_registry import BOX_COLUMNS, DENSE_DATASETS, DETECTION, DenseRaw, MaskArray
 from medtl.data.dense_store import DenseStore, write_dense_store
-from medtl.data.imageio import image_size, open_image
+from medtl.data.imageio import image_size, open_image, open_mask
+from medtl.data.options import image_options
 from medtl.data.prepare import carve_validation
 from medtl.io import read_json
 
@@ -47,10 +48,13 @@ class Letterbox:
         return out
 
 
-def letterbox_image(path: str, box: Letterbox, size: int, channels: int) -> np.ndarray:
+def letterbox_image(path: str, box: Letterbox, size: int, channels: int, intensity: str = "full_range",
+                    background: int | str = "black") -> np.ndarray:
+    """The image (:func:`medtl.data.imageio.open_image`) resized into ``box`` and padded with black to ``size``."""
     from PIL import Image
 
-    img = open_image(path, "L" if channels == 1 else "RGB").resize((box.width, box.height), Image.BILINEAR)
+    img = open_image(path, "L" if channels == 1 else "RGB", intensity, background)
+    img = img.resize((box.width, box.height), Image.BILINEAR)
     out = np.zeros((size, size, channels), np.uint8)
     arr = np.asarray(img, dtype=np.uint8)
     out[box.pad_y:box.pad_y + box.height, box.pad_x:box.pad_x + box.width] = arr[..., None] if channels == 1 else arr
@@ -65,7 +69,7 @@ def letterbox_mask(mask: str | MaskArray, box: Letterbox, size: int, source_size
     if isinstance(mask, MaskArray):
         img = Image.fromarray((np.asarray(mask.array()) > 0).astype(np.uint8) * 255)
     else:
-        img = open_image(mask, "L")
+        img = open_mask(mask)
     if img.size != source_size:  # some sources store masks at another resolution than the image
         img = img.resize(source_size, Image.NEAREST)
     img = img.point(lambda v: 255 if v > 0 else 0)
@@ -96,6 +100,7 @@ def prepare_dense(dataset: str, task: str, entry: dict, manifest_file: str, size
     """``entry``: the dataset's resolved config (type, options, val_fraction, split_seed)."""
     spec = DENSE_DATASETS.get(entry["type"])
     options = {**spec.options, **entry.get("options", {})}
+    read = image_options(options)
     raw = spec.reader(task, entry["type"])(read_json(manifest_file), options)
     if raw.task != task:
         raise ValueError(f"dataset '{dataset}': its {task} reader returned {raw.task} data")
@@ -125,7 +130,7 @@ def prepare_dense(dataset: str, task: str, entry: dict, manifest_file: str, size
     def fill(images: np.ndarray, masks: np.ndarray | None) -> None:
         start, step = time.monotonic(), max(1, len(raw.paths) // 10)
         for i, path in enumerate(raw.paths):
-            images[i] = letterbox_image(path, geometry[i], size, raw.channels)
+            images[i] = letterbox_image(path, geometry[i], size, raw.channels, **read)
             if masks is not None:
                 for k, mask_path in enumerate(raw.masks[i]):
                     masks[i, k] = 0 if mask_path is None else letterbox_mask(mask_path, geometry[i], size, sizes[i])

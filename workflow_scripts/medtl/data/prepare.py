@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
+from medtl.data.imageio import fill_from_files
+from medtl.data.options import image_options
 from medtl.data.registry import DATASETS, RawData
-from medtl.data.store import Store, fill_from_array, fill_from_files, write_store
+from medtl.data.store import Store, fill_from_array, write_store
 from medtl.io import read_json
 
 
@@ -38,7 +40,7 @@ def prepare(dataset: str, entry: dict, manifest_file: str, resize: int, crop: in
             raise ValueError(f"dataset '{dataset}': no images in the {split} split after preparation")
     table.insert(0, "index", np.arange(len(table)))
     if raw.paths is not None:
-        fill = fill_from_files(raw.paths, resize, crop, raw.channels, label=dataset)
+        fill = fill_from_files(raw.paths, resize, crop, raw.channels, label=dataset, **image_options(options))
         channels = raw.channels
     else:
         fill = fill_from_array(raw.array, resize, crop, label=dataset)

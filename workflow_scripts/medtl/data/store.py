@@ -9,7 +9,8 @@ A store is a folder with
   meta.json    name, task (binary / multiclass / multilabel), classes, metrics,
                primary_metric, channels, size and split counts
 
-Training never decodes an image file: the decode/resize/crop cost is paid once here.
+Training never decodes an image file: the decode/resize/crop cost is paid once, when the store is
+written (image files are read by :mod:`medtl.data.imageio`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -119,24 +120,6 @@ def write_store(
     return load_store(root)
 
 
-def decode_resize_crop(path: str | os.PathLike, resize: int, crop: int, channels: int) -> np.ndarray:
-    """Decode one image file, resize its shorter side to ``resize`` and centre-crop ``crop``."""
-    from PIL import Image, UnidentifiedImageError
-    import torchvision.transforms.functional as TF
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-    except FileNotFoundError:
-        raise StoreError(f"{path}: image file is missing") from None
-    # ImportError: once Ultralytics is imported, PIL tries an optional HEIF plugin on unknown files
-    except (UnidentifiedImageError, OSError, ValueError, ImportError) as err:
-        raise StoreError(f"{path}: cannot decode image ({err}); replace or remove it from the labels") from None
-    img = TF.center_crop(TF.resize(img, resize, antialias=True), [crop, crop])
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
 def progress(label: str, total: int, what: str = "decoded") -> Callable[[int], None]:
     """``tick(done)``: a log line at every tenth of ``total`` (and at the end), with the time so far and
     the time left at this pace, so that a long step can be followed in its log."""
@@ -150,17 +133,6 @@ def progress(label: str, total: int, what: str = "decoded") -> Callable[[int], N
                   file=sys.stderr, flush=True)
 
     return tick
-
-
-def fill_from_files(paths: Sequence[str | os.PathLike], resize: int, crop: int, channels: int,
-                    label: str = "images") -> Callable[[np.ndarray], None]:
-    def fill(out: np.ndarray) -> None:
-        tick = progress(label, len(paths))
-        for i, path in enumerate(paths):
-            out[i] = decode_resize_crop(path, resize, crop, channels)
-            tick(i + 1)
-
-    return fill
 
 
 def fill_from_array(images: np.ndarray, resize: int, crop: int, label: str = "images") -> Callable[[np.ndarray], None]:
