@@ -92,11 +92,18 @@ def located_options() -> str:
     return _settings_table([("every source with files", LOCATED)], "source")
 
 
+def image_options() -> str:
+    from medtl.data.options import IMAGE
+
+    return _settings_table([("every source", IMAGE)], "source")
+
+
 def source_options() -> str:
     from medtl.data import DATASETS, DENSE_DATASETS
     from medtl.data.options import LOCATED
 
-    lines = ["| source | its own options (defaults); those of every source with files come on top |", "|---|---|"]
+    lines = ["| source | its own options (defaults); the image options, and those of every source with files, "
+             "come on top |", "|---|---|"]
     for registry in (DATASETS, DENSE_DATASETS):
         for name in registry.names():
             declared = Settings.of(registry.get(name).options)
@@ -110,7 +117,8 @@ def source_options() -> str:
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "README.md": {"strategies": strategies, "strategy-settings": strategy_settings,
                   "dense-settings": dense_settings, "own-data-options": own_data_options},
-    "docs/datasets.md": {"located-options": located_options, "source-options": source_options},
+    "docs/datasets.md": {"located-options": located_options, "image-options": image_options,
+                         "source-options": source_options},
 }
 
 # a block's body never reaches into the next block
