@@ -476,3 +476,42 @@ def test_nih_chestxray14_boxes_train_and_evaluate(kind, cfg, tmp_path):
     assert set(result["per_class"]["test"]) == set(classes)
     assert (tmp_path / "run" / "predictions.csv").exists()
     print(f"NIH ChestX-ray14 (48 images, 64 px, {cfg} from scratch, 1 epoch): test", result["test"])
+
+
+# -- released checkpoints, as Ultralytics writes them ---------------------------------------------------------
+@pytest.mark.parametrize("kind, cfg", [("yolo", "yolov8n.yaml"), ("rtdetr", "rtdetr-tiny.yaml")])
+def test_release_checkpoints_written_by_ultralytics_train_through_detection(kind, cfg, det_data, tmp_path):
+    """A release .pt in its real layout: a trained run's checkpoint finalised by Ultralytics' own
+    ``strip_optimizer``, as every release asset is (``model`` in half precision, ``ema`` None, ``train_args``,
+    ``date``/``version``/``license``: ultralytics/utils/torch_utils.py::strip_optimizer). Fetched by the local
+    rule's function (served over HTTP), checked by Ultralytics' own loader, then the starting weights of a
+    detection job with weights {type: release}."""
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    from data_server import serve
+    from medtl.dense_weights import fetch_release
+    from medtl.detection.train import train
+
+    store, folder = det_data
+    run = train(hp(model=kind, cfg=cfg, strategy="ft", epochs=1), str(folder), str(tmp_path / "source"))
+    name = Path(cfg).stem + ".pt"
+    released = strip_optimizer(run["weights"], str(tmp_path / name))
+    assert released["ema"] is None and released["epoch"] == -1 and "train_args" in released
+    assert next(released["model"].parameters()).dtype == torch.float16
+
+    with serve() as server:
+        entry = {"type": kind, "cfg": cfg, "weights": {"type": "release", "url": server.add(f"/assets/{name}",
+                                                                                        (tmp_path / name).read_bytes())}}
+        fetch_release("detection", entry, str(tmp_path / "release.pt"), str(tmp_path / "cache"))
+    first = {}
+
+    def start(trainer):
+        if trainer.epoch == 0:
+            first.update(snapshot(trainer.model))
+
+    train({**hp(model=kind, cfg=cfg, strategy="ft", epochs=1), "model": {"name": kind, **entry}}, str(folder),
+          str(tmp_path / "ckpt"), weights_file=str(tmp_path / "release.pt"), callbacks={"on_train_epoch_start": [start]})
+    loaded = {k: v.float() for k, v in released["model"].state_dict().items()}
+    floating = [k for k in first if first[k].is_floating_point()]
+    assert all(k in loaded and first[k].shape == loaded[k].shape for k in floating)  # the same classes
+    assert all(torch.equal(first[k], loaded[k]) for k in floating)  # every layer starts from the release

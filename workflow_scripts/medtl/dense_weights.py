@@ -118,28 +118,25 @@ def fetch_release(task: str, model_entry: dict, out: str, cache_dir: str) -> Non
 
 def check_release(task: str, model_entry: dict, path: str | Path) -> None:
     """Refuse a file that is not a checkpoint of this model, naming what does not fit."""
-    import torch
-
     if task == "segmentation":
         from medtl.segmentation.sam import build_sam
 
         entry = {"encoder": "vit_b", "img_size": 1024, **model_entry}
         build_sam(entry["encoder"], int(entry["img_size"]), path)  # raises on another encoder
         return
-    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel, load_checkpoint
 
     from medtl.detection.models import DETECTORS, resolve_cfg
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # Ultralytics' own loader, as its trainer reads ``pretrained``: the release layout (``model`` in half
+        # precision, ``ema`` None, ``train_args``), legacy module names remapped
+        model, _ = load_checkpoint(str(path))
     except Exception as err:
-        raise ValueError(f"{path} cannot be read as an Ultralytics checkpoint: {err}") from None
-    model = None
-    if isinstance(ckpt, dict):
-        model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+        raise ValueError(f"{path} is not an Ultralytics checkpoint: {err}") from None
     nc = getattr(model, "nc", None) or (getattr(model, "yaml", None) or {}).get("nc")
-    if model is None or not hasattr(model, "state_dict") or not nc:
-        raise ValueError(f"{path} is not an Ultralytics checkpoint (no model in it)")
+    if not nc:
+        raise ValueError(f"{path} is not an Ultralytics detection checkpoint (its model has no class count)")
     kind = model_entry.get("type", "yolo")
     cfg = model_entry.get("cfg") or DETECTORS.get(kind).default_cfg
     built = (RTDETRDetectionModel if kind == "rtdetr" else DetectionModel)(resolve_cfg(cfg), nc=int(nc),
