@@ -165,3 +165,17 @@ def test_timm_models_with_two_classifiers_load_through_create_model(model_name, 
     net.load_backbone(state)
     first = next(k for k in state if k.endswith("weight"))
     torch.testing.assert_close(net.net.state_dict()[first], published.state_dict()[first])
+
+
+# -- label files -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_label_files_saved_with_a_byte_order_mark_keep_their_column_names(tmp_path, engine):
+    """HAM10000_metadata.csv re-saved by Excel starts with a UTF-8 byte-order mark; the python engine (sniffed
+    separators) would keep it in the first column's name ("\\ufefflesion_id")."""
+    from medtl.data.sources.common import read_csv_checked
+
+    path = tmp_path / "HAM10000_metadata.csv"
+    path.write_text("lesion_id,image_id,dx\nHAM_0000118,ISIC_0027419,bkl\n", encoding="utf-8-sig")
+    kwargs = {"sep": None, "engine": "python"} if engine == "python" else {}
+    table = read_csv_checked(path, ["lesion_id", "image_id", "dx"], dtype=str, **kwargs)
+    assert table["lesion_id"].tolist() == ["HAM_0000118"]

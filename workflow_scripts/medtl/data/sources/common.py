@@ -321,9 +321,10 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
 
 
 def read_csv_checked(path: Path, columns: Iterable[str], **kwargs) -> pd.DataFrame:
-    """Read a source's label file; a missing file, a parse failure or a missing column names the file."""
+    """Read a source's label file; a missing file, a parse failure or a missing column names the file.
+    A UTF-8 byte-order mark (a copy saved by Excel) is not part of the first column's name."""
     try:
-        df = pd.read_csv(path, **kwargs)
+        df = pd.read_csv(path, **{"encoding": "utf-8-sig", **kwargs})
     except FileNotFoundError:
         raise LabelFileError(f"{path}: label file is missing") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
