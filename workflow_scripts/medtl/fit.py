@@ -26,6 +26,7 @@ import torch
 if TYPE_CHECKING:
     from timm.utils.model_ema import ModelEmaV3
 
+from medtl.io import WriteError, temporaries
 from medtl.runtime import rng_state, save_torch, set_rng_state
 
 #: on a GPU a checkpoint is written at most this often (plus the last epoch's): a killed job loses at
@@ -141,10 +142,14 @@ class Checkpointer:
         if self._error is not None:
             err, self._error = self._error, None
             if not quiet:
+                if isinstance(err, WriteError):  # already one sentence naming the checkpoint and why
+                    raise err
                 raise RuntimeError(f"writing checkpoint {self.path} failed: {err}") from err
-            print(f"{self.tag} writing checkpoint {self.path} failed: {err}", file=sys.stderr, flush=True)
+            what = err if isinstance(err, WriteError) else f"writing checkpoint {self.path} failed: {err}"
+            print(f"{self.tag} {what}", file=sys.stderr, flush=True)
 
     def load(self, device: Any = "cpu") -> dict | None:
+        self.remove_stale_temporaries()
         if not self.path.exists():
             return None
         try:
@@ -161,6 +166,22 @@ class Checkpointer:
     def remove(self) -> None:
         self.wait(quiet=True)
         self.path.unlink(missing_ok=True)
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete the half-written checkpoints (``.<name>.<random>.tmp`` beside it) that a writer killed mid-save
+        left: a job's checkpoint is its own, so with no write under way here none of them can be in use.
+        Called when a job starts (:meth:`load`); a ResNet-50 checkpoint with Adam's state is 282 MB."""
+        if self._writer is not None:
+            return
+        for tmp in temporaries(self.path):
+            try:
+                size = tmp.stat().st_size
+                tmp.unlink()
+            except OSError:
+                continue
+            print(f"{self.tag} removed {tmp} ({size / 2**20:.1f} MB), a checkpoint write cut off by a kill",
+                  file=sys.stderr, flush=True)
 
 
 @dataclass
