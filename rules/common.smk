@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -12,11 +12,19 @@ SCRIPTS = Path(workflow.basedir) / "workflow_scripts"
 # and this process's sys.path on theirs, in a conda environment too.
 sys.path.insert(0, str(SCRIPTS))
 
-validate(config, str(Path(workflow.basedir) / "schemas" / "config.schema.yaml"), set_default=True)
+from medtl.workflow.config import canonical, check_config, check_writable, validate_config  # noqa: E402
+from medtl.workflow.script import show_job_errors  # noqa: E402
 
-from medtl.workflow.config import canonical, check_config  # noqa: E402
-
+# the schema's types, ranges and defaults, then what a schema cannot check; each problem in one line, no schema dump
+validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 check_config(config)
+# a failed job's 'Error in rule' block shows its own message (the last line of its log), not 'message: None'
+show_job_errors()
+
+
+onstart:
+    # a read-only results folder: one line naming it, not Snakemake's traceback when it clears a job's outputs
+    check_writable(config["results"])
 
 RESULTS = config["results"]
 REPORT = f"{RESULTS}/report"

@@ -1,15 +1,149 @@
-"""Checks that a JSON schema cannot make: names against the registries, settings against each
-strategy's and dataset source's declaration (type, range, known keys), and references between
-sections. Runs when the workflow is parsed, so a bad config stops before any job starts; it reads
-only the registries' declarations, never PyTorch, so that planning stays light.
+"""The config check, when the workflow is parsed, so a bad config stops before any job starts:
+:func:`validate_config` checks it against the JSON schema (schemas/config.schema.yaml: types, ranges,
+known keys) and fills in the schema's defaults; :func:`check_config` makes the checks a schema cannot:
+names against the registries, settings against each strategy's and dataset source's declaration (type,
+range, known keys), and references between sections. Both read only declarations, never PyTorch, so
+that planning stays light. Each problem is one line naming the key path, the value and what is allowed;
+the first one is on the error's first line.
 """
 from __future__ import annotations
 
+import copy
+import difflib
 import json
+from pathlib import Path
 
 
 class ConfigError(ValueError):
     pass
+
+
+def config_error(problems: list[str]) -> ConfigError:
+    """One error for every problem found, the first on its first line."""
+    return ConfigError("invalid config: " + "\n  ".join(problems))
+
+
+def check_writable(results: str | Path) -> None:
+    """Before the first job: the results folder and each folder in it take a new file. Snakemake removes a job's
+    old outputs before it runs the job and stops with a long traceback of its own when a folder refuses; this
+    says which folder and why in one line instead. (Run when jobs are about to start, never on a dry run.)"""
+    import errno
+    import os
+    import tempfile
+
+    from medtl.io import REFUSED
+
+    root = Path(results)
+    folders = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())] if root.is_dir() else []
+    for folder in folders:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write_check.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            if err.errno not in REFUSED or err.errno in (errno.ENOSPC, errno.EDQUOT):
+                continue  # a full disk is named by the job that meets it, with the space left
+            raise ConfigError(f"results: cannot write in {folder}: {REFUSED[err.errno]}, so no job can write its "
+                              f"outputs there (see ls -ld {folder}; make it writable, or set results: in the config "
+                              "to a writable folder)") from None
+
+
+# -- the JSON schema ----------------------------------------------------------------------------------
+_WORDS = {"integer": ("an integer", "integers"), "number": ("a number", "numbers"), "string": ("a string", "strings"),
+          "boolean": ("true or false", "true or false"), "array": ("a list", "lists"),
+          "object": ("a mapping", "mappings"), "null": ("null", "null")}
+
+
+def validate_config(config: dict, schema_file: str | Path) -> None:
+    """Check ``config`` against the JSON schema and fill in its defaults (as Snakemake's ``validate`` with
+    ``set_default=True`` does). A problem stops it with a :class:`ConfigError` that names, per problem, the
+    key path and what is wrong in one line (an unknown key: the closest known one and the keys allowed
+    there), not the schema."""
+    import yaml
+    from jsonschema import Draft202012Validator, validators
+
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    check_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, subschema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from check_properties(validator, properties, instance, subschema)
+
+    Validator = validators.extend(Draft202012Validator, {"properties": properties_with_defaults})
+    errors = sorted(Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    problems = [line for error in errors for line in _schema_problems(error)]
+    if problems:
+        raise config_error(problems)
+
+
+def _key_path(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _schema_problems(error) -> list[str]:
+    from medtl.settings import show
+
+    where = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = list(error.schema.get("properties", {}))
+        out = []
+        for key in error.instance:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1)
+            out.append(f"{f'{where}.{key}' if where else key}: unknown {'key' if where else 'top-level key'}"
+                       f"{f' (did you mean {close[0]!r}?)' if close else ''} (known: {', '.join(known) or 'none'})")
+        return out
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return [f"{f'{where}.{k}' if where else k}: required" for k in missing]
+    expected = _describe(error.schema)
+    default = f" (default {show(error.schema['default'])})" if "default" in error.schema else ""
+    if expected:
+        return [f"{where or 'the config'}: {show(error.instance)} is not allowed; expected {expected}{default}"]
+    return [f"{where or 'the config'}: {error.message}"]
+
+
+def _number(value) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _describe(schema: dict, plural: bool = False) -> str:
+    """What a schema allows, in words: 'an integer >= 0', 'a list of numbers > 0 (at least 1, each once)'."""
+    from medtl.settings import show
+
+    if "enum" in schema:
+        return "one of " + ", ".join(show(v) for v in schema["enum"])
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds] if kinds else []
+    if not kinds:
+        return ""
+    text = " or ".join(_WORDS.get(k, (k, k))[plural] for k in kinds)
+    bounds = [f"{sign} {_number(schema[key])}" for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"),
+                                                          ("maximum", "<="), ("exclusiveMaximum", "<"))
+              if key in schema]
+    if bounds:
+        text += " " + " and ".join(bounds)
+    if "multipleOf" in schema:
+        text += f", a multiple of {_number(schema['multipleOf'])}"
+    if "pattern" in schema:
+        text += f" matching {schema['pattern']}"
+    if "array" in kinds and isinstance(schema.get("items"), dict):
+        items = _describe(schema["items"], plural=True)
+        text = text.replace(_WORDS["array"][plural], f"{_WORDS['array'][plural]} of {items}", 1) if items else text
+    counts = [f"at least {schema['minItems']}" if "minItems" in schema else "",
+              f"at most {schema['maxItems']}" if "maxItems" in schema else "",
+              "each once" if schema.get("uniqueItems") else "",
+              f"at least {schema['minProperties']} entr{'y' if schema['minProperties'] == 1 else 'ies'}"
+              if "minProperties" in schema else ""]
+    counts = [c for c in counts if c]
+    return text + (f" ({', '.join(counts)})" if counts else "")
 
 
 #: keys of a strategy entry that select jobs rather than set the strategy
@@ -87,4 +221,4 @@ def check_config(config: dict) -> None:
     if config["datasets"] and reference not in config["strategies"]:
         errors.append(f"report.reference: '{reference}' is not one of the configured strategies")
     if errors:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+        raise config_error(errors)
