@@ -179,3 +179,62 @@ def test_label_files_saved_with_a_byte_order_mark_keep_their_column_names(tmp_pa
     kwargs = {"sep": None, "engine": "python"} if engine == "python" else {}
     table = read_csv_checked(path, ["lesion_id", "image_id", "dx"], dtype=str, **kwargs)
     assert table["lesion_id"].tolist() == ["HAM_0000118"]
+
+
+# -- both studies' configs, through the workflow's fetch_weights rule ---------------------------------------------
+def torchvision_release(model_name: str, path, legacy: bool = False):
+    """torchvision's published ImageNet file for ``model_name`` (random values), where torch.hub caches it."""
+    from torchvision import models
+
+    if legacy:
+        return legacy_densenet_file(path)
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(models.get_model(model_name).state_dict(), path)
+
+
+@pytest.mark.slow
+def test_both_studies_fetch_their_weights_through_the_workflow(tmp_path, monkeypatch):
+    """configs/paper.yaml (ResNet-50, DenseNet-121, VGG-19 from torchvision) and configs/spft.yaml (RAD-DINO
+    from the hub) plan whole, and their fetch_weights jobs finish, with each published file (real size, random
+    values) where its owner's loader finds it offline: torch.hub's cache and the Hugging Face cache."""
+    import transformers
+
+    from workflow_helpers import REPO, scheduled_jobs, snakemake
+
+    paper, spft = REPO / "configs" / "paper.yaml", REPO / "configs" / "spft.yaml"
+    assert any(rule == "train" for rule, _ in scheduled_jobs(tmp_path, paper))
+    assert any(rule == "train" for rule, _ in scheduled_jobs(tmp_path, spft))
+
+    hub = tmp_path / "results" / "paper" / "cache" / "torch" / TORCH_HUB
+    torchvision_release("resnet50", hub / "resnet50-11ad3fa6.pth")
+    torchvision_release("densenet121", hub / "densenet121-a639ec97.pth", legacy=True)
+    torchvision_release("vgg19", hub / "vgg19-dcbb9e9d.pth")
+
+    # microsoft/rad-dino at its real size: model.safetensors + config.json by transformers' save_pretrained;
+    # the DINOv2-code copy and the DINO head beside it, in their names (a few tensors: they must be ignored)
+    repo = tmp_path / "written" / "rad-dino"
+    from medtl.models.spec import RAD_DINO_SHAPE
+
+    config = transformers.Dinov2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                       intermediate_size=3072, image_size=518, patch_size=14, layerscale_value=1e-5)
+    assert RAD_DINO_SHAPE["embed_dim"] == config.hidden_size and RAD_DINO_SHAPE["depth"] == 12
+    transformers.Dinov2Model(config).save_pretrained(repo)
+    from safetensors.torch import save_file
+
+    save_file({"cls_token": torch.zeros(1, 1, 768), "blocks.0.attn.qkv.weight": torch.zeros(2304, 768),
+               "blocks.0.ls1.gamma": torch.zeros(768)}, str(repo / "backbone_compatible.safetensors"))
+    save_file({"mlp.0.weight": torch.zeros(8, 768)}, str(repo / "dino_head.safetensors"))
+    (repo / "preprocessor_config.json").write_text(json.dumps(RAD_DINO_PREPROCESSOR))
+    hub_snapshot(tmp_path / "results" / "spft" / "cache" / "huggingface", "microsoft/rad-dino",
+                 {p.name: p for p in repo.iterdir()})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    snakemake(tmp_path, paper, *(f"results/paper/weights/{a}/imagenet.pt" for a in ("resnet50", "densenet121",
+                                                                                   "vgg19")))
+    snakemake(tmp_path, spft, "results/spft/weights/rad_dino/hub.pt")
+    for arch in ("resnet50", "densenet121", "vgg19"):
+        build_network(arch, 2).load_backbone(torch.load(tmp_path / f"results/paper/weights/{arch}/imagenet.pt",
+                                                        weights_only=True))
+    build_network("rad_dino", 2).load_backbone(torch.load(tmp_path / "results/spft/weights/rad_dino/hub.pt",
+                                                          weights_only=True))
