@@ -199,7 +199,7 @@ def test_csv_table_splits_whole_patients(tmp_path):
     counts = table.drop_duplicates("group")["split"].value_counts()
     assert set(counts.index) == {"train", "val", "test"} and 15 <= counts["test"] <= 45
     # without a group id each image is its own unit, hashed by its file
-    raw = read_csv_table({"root": str(root)}, {"group_column": "none", "label_columns": ["x"], "test_fraction": 0.3})
+    raw = read_csv_table({"root": str(root)}, {"group_column": None, "label_columns": ["x"], "test_fraction": 0.3})
     assert raw.table.groupby(raw.table["image_id"].str[:4])["split"].nunique().max() == 2
 
 
@@ -330,7 +330,14 @@ def test_kather_tiles_through_image_folder_and_prepare(tmp_path, shared_data):
     root = shared_data / "kather2016_crc_tiles"
     if not root.is_dir():
         pytest.skip(f"{root} is absent")
-    store = _prepare(tmp_path, root, {}, entry_type="image_folder", resize=36, crop=32)
+    # 3 tiles per class: a drawn split cannot put every class in train, val and test, so each split gets one
+    # tile of each class, as split folders (linked, not copied)
+    split = tmp_path / "split"
+    for cls in sorted(d.name for d in root.iterdir() if d.is_dir()):
+        for name, tile in zip(("train", "val", "test"), sorted((root / cls).iterdir())):
+            (split / name / cls).mkdir(parents=True)
+            (split / name / cls / tile.name).symlink_to(tile)
+    store = _prepare(tmp_path, split, {"split_folders": True}, entry_type="image_folder", resize=36, crop=32)
     assert store.task == "multiclass" and len(store.classes) == 8
     assert store.classes[0] == "01_TUMOR" and store.classes[-1] == "08_EMPTY"
     assert store.images.shape == (24, 32, 32, 3)

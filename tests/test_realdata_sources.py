@@ -81,7 +81,13 @@ def test_unofficial_pneumoniamnist_fails_the_official_md5_unless_told(tmp_path):
 # -- image folders and CSVs -----------------------------------------------------------------------
 def test_histology_tiles_through_image_folder(tmp_path):
     root = need("kather2016_crc_tiles")
-    store = run("kather", "image_folder", {"root": str(root), "test_fraction": 0.25}, tmp_path, size=32)
+    # 3 tiles per class: one of each class per split, as split folders (a drawn split is refused, issue 22)
+    split = tmp_path / "split"
+    for cls in sorted(d.name for d in root.iterdir() if d.is_dir()):
+        for name, tile in zip(("train", "val", "test"), sorted((root / cls).iterdir())):
+            (split / name / cls).mkdir(parents=True)
+            (split / name / cls / tile.name).symlink_to(tile)
+    store = run("kather", "image_folder", {"root": str(split), "split_folders": True}, tmp_path, size=32)
     assert store.classes == ["01_TUMOR", "02_STROMA", "03_COMPLEX", "04_LYMPHO", "05_DEBRIS", "06_MUCOSA",
                              "07_ADIPOSE", "08_EMPTY"]
     assert len(store.labels) == 24 and store.task == "multiclass"

@@ -23,7 +23,7 @@ from medtl.data import DATASETS
 from medtl.data.adapters import LabelFileError
 from medtl.data.download import ChecksumError
 from medtl.data.options import declared_options
-from medtl.data.prepare import prepare
+from medtl.data.prepare import LabelError, carve_validation, prepare
 from medtl.data.sources import SOURCES
 from medtl.data.sources.common import ArchiveError, ManualDownloadError
 from medtl.io import write_json
@@ -214,7 +214,7 @@ def mura_zip(path: Path, drop_study: bool = False) -> Path:
 
 def test_mura_body_part_from_the_shared_archive(tmp_path, raw_data):
     mura_zip(raw_data / "mura" / "MURA-v1.1.zip")
-    store = fetch_and_prepare("mura_shoulder", tmp_path, {"raw_data": str(raw_data)})
+    store = fetch_and_prepare("mura_shoulder", tmp_path, {"raw_data": str(raw_data)}, val_fraction=0.4)
     assert store.task == "binary" and store.classes == ["normal", "abnormal"]
     assert store.labels["image_id"].str.contains("XR_SHOULDER").all()
     assert store.meta["counts"]["test"] == 6 and len(store.labels) == 26
@@ -223,7 +223,7 @@ def test_mura_body_part_from_the_shared_archive(tmp_path, raw_data):
     extracted = tmp_path / "results" / "raw" / "mura_shoulder" / "extracted"
     assert not list(extracted.rglob("XR_WRIST"))   # only its own body part was unpacked
     assert store.meta["metrics"] == ["accuracy", "kappa"]  # Tables 4-6; Table 11's gain is in accuracy
-    wrist = fetch_and_prepare("mura_wrist", tmp_path, {"raw_data": str(raw_data)})
+    wrist = fetch_and_prepare("mura_wrist", tmp_path, {"raw_data": str(raw_data)}, val_fraction=0.4)
     assert wrist.labels["image_id"].str.contains("XR_WRIST").all()
 
 
@@ -370,6 +370,8 @@ def cholect50_zip(path: Path) -> Path:
                 [17, tool, 1, 0.1, 0.1, 0.2, 0.2, 2, 0, -1, -1, -1, -1, -1, 1],
                 [-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 1],   # a null instance
             ] if frame % 3 else []
+            if vid == 1 and frame == 20:   # every instrument once in the train video: each class has a positive in train
+                annotations[str(frame)] = [[17, t, 1, 0.1, 0.1, 0.2, 0.2, 2, 0, -1, -1, -1, -1, -1, 1] for t in range(6)]
         files[f"CholecT50/labels/VID{vid:02d}.json"] = json.dumps(
             {"video": vid, "fps": 1, "num_frames": 30, "categories": categories, "annotations": annotations})
     files["CholecT50/label_mapping.txt"] = "# IVT, I, V, T, IV, IT\n17,0,2,0,2,0\n"
@@ -404,7 +406,9 @@ def test_cholect50_malformed_json_is_named(tmp_path, raw_data):
 
 # -- ChestX-ray14 ---------------------------------------------------------------------------------
 def chestxray14_files(raw: Path) -> dict[str, bytes]:
-    findings = ["No Finding", "Effusion|Mass", "Cardiomegaly", "Hernia|Pleural_Thickening", "Atelectasis"]
+    # every finding in a train patient: each class has a positive in train
+    findings = ["No Finding", "Effusion|Mass", "Cardiomegaly", "Hernia|Pleural_Thickening",
+                "Atelectasis|Infiltration|Nodule|Pneumonia|Pneumothorax|Consolidation|Edema|Emphysema|Fibrosis"]
     rows, train, test, tars = [], [], [], {"images_001.tar.gz": {}, "images_002.tar.gz": {}}
     for p in range(1, 13):
         for k in range(2):
@@ -493,12 +497,19 @@ def test_ham10000_dataverse_download_lesion_wise_split(server, tmp_path):
             data_file["originalFileName"] = name
         listing["data"]["latestVersion"]["files"].append({"label": name, "dataFile": data_file})
     server.add("/api/datasets/:persistentId/", json.dumps(listing).encode())
-    store = fetch_and_prepare("ham10000", tmp_path, {"dataverse_server": server.base, "test_fraction": 0.3})
-    assert store.classes == classes and store.task == "multiclass"
-    assert len(store.labels) == 28
-    assert store.labels.groupby("group")["split"].nunique().max() == 1   # a lesion's images stay together
+    options = {"dataverse_server": server.base, "test_fraction": 0.3}
+    # 2 lesions per class cannot put every class in train, val and test: prepare refuses it (issue 22), so the
+    # source's table is checked as read, with the validation split carved as prepare carves it
+    with pytest.raises(LabelError, match=r"class '\w+' has no image in"):
+        fetch_and_prepare("ham10000", tmp_path, options)
+    spec = DATASETS.get("ham10000")
+    raw = spec.read(json.loads(fetch("ham10000", tmp_path, options).read_text()), {**spec.options, **options})
+    table = carve_validation(raw.table, 0.25, 0)
+    assert raw.classes == classes and raw.task == "multiclass"
+    assert len(table) == 28 and set(table["split"]) == {"train", "val", "test"}
+    assert table.groupby("group")["split"].nunique().max() == 1   # a lesion's images stay together
     assert ("/api/access/datafile/11", None) in server.requests
-    assert store.meta["primary_metric"] == "accuracy"
+    assert spec.primary_metric == "accuracy"
 
 
 def test_ham10000_unreachable_dataverse_gives_the_manual_step(server, tmp_path, raw_data):

@@ -131,7 +131,7 @@ def test_timm_models_by_name_run_every_strategy(tmp_path):
                                          "preprocess": small},
                        "timm.convnext_tiny": {"weights": {"type": "none"}, "preprocess": small}},
         datasets={"synth_derm": {"options": {"n": 60, "size": 72}}},
-        source_datasets={"synth_source": {"options": {"n": 60, "size": 72}}},
+        source_datasets={"synth_source": {"options": {"n": 200, "size": 72}}},  # every class in every split
         training={"epochs": 2, "batch_size": 16, "patience": 2})
     cfg = write_config(tmp_path / "config.yaml", config)
     runs = [f"results/runs/synth_derm/{arch}/{s}/lr0.001/seed0" for arch in config["architectures"] for s in strategies]
@@ -171,7 +171,7 @@ def test_editing_fine_tuning_settings_reruns_no_pretraining(tmp_path):
     and monitors the source's metric: editing those training settings reschedules no pretraining (and so
     none of the jobs after it but training), editing the weights entry does."""
     config = copy.deepcopy(TINY)
-    config["source_datasets"] = {"synth_source": {"options": {"n": 40, "size": 36}}}
+    config["source_datasets"] = {"synth_source": {"options": {"n": 200, "size": 36}}}  # every class in every split
     config["architectures"] = {"resnet_tiny": {"weights": {"type": "pretrain", "dataset": "synth_source", "epochs": 1}}}
     target = "results/weights/resnet_tiny/pretrain-synth_source.pt"
     snakemake(tmp_path, write_config(tmp_path / "config.yaml", config), target)
