@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -148,8 +149,27 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Strict JSON (RFC 8259), which every reader accepts: a NaN or infinite number is written as ``null``,
+    never as the bare ``NaN`` / ``Infinity`` that Python's json would write and strict readers refuse.
+    (A metric is null with its reason in ``metrics.json``: see :func:`medtl.metrics.evaluate`.)"""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        tmp.write_text(text + "\n")
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (NumPy's included) replaced by None, and NumPy scalars and
+    arrays as Python numbers and lists, so that ``json.dumps(..., allow_nan=False)`` accepts it."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if type(obj).__module__ == "numpy":  # a NumPy scalar or array, without importing NumPy here
+        if hasattr(obj, "tolist"):
+            return strict_json(obj.tolist())
+    return obj
 
 
 def read_json(path: str | os.PathLike) -> Any:

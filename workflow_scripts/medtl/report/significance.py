@@ -141,11 +141,13 @@ def weighted_metric(task: str, name: str, y: np.ndarray, p: np.ndarray, w: np.nd
         pred = (p >= 0.5).astype(np.int64)
         if name == "accuracy":
             return _safe_div(w @ (pred == y).mean(axis=1), total)
-        if name == "macro_f1":
+        if name == "macro_f1":  # a class with F1 0/0 (no positive, none predicted) is left out, as in medtl.metrics
             tp, fp, fn = w @ (y & pred), w @ ((1 - y) & pred), w @ (y & (1 - pred))
-            return _safe_div(2 * tp, 2 * tp + fp + fn, fill=0.0).mean(axis=1)
-        if name == "kappa":
-            return _nanmean_cols([_kappa(_confusion(y[:, c], pred[:, c], 2, w)) for c in classes])
+            return _nanmean_cols(list(_safe_div(2 * tp, 2 * tp + fp + fn).T))
+        if name == "kappa":  # a class without positive or without negative images is left out
+            n_pos = w @ y
+            return _nanmean_cols([np.where((n_pos[:, c] > 0) & (n_pos[:, c] < total),
+                                           _kappa(_confusion(y[:, c], pred[:, c], 2, w)), math.nan) for c in classes])
     else:
         k = y.shape[1]
         t, pred = y.argmax(axis=1), p.argmax(axis=1)
@@ -156,7 +158,7 @@ def weighted_metric(task: str, name: str, y: np.ndarray, p: np.ndarray, w: np.nd
             return _kappa(conf)
         if name == "macro_f1":
             tp = np.diagonal(conf, axis1=1, axis2=2)
-            return _safe_div(2 * tp, conf.sum(axis=2) + conf.sum(axis=1), fill=0.0).mean(axis=1)
+            return _nanmean_cols(list(_safe_div(2 * tp, conf.sum(axis=2) + conf.sum(axis=1)).T))
     raise ValueError(f"unknown metric '{name}'; known: {M.METRICS}")
 
 
@@ -511,6 +513,8 @@ def load_groups(runs, selected: pd.DataFrame, notes: list[str]) -> dict[tuple[st
         ref = None
         scores, lrs, missing = {}, {}, []
         for r in part.to_dict("records"):
+            if r.get("lr_selection") == "undefined":  # no lr selected: no cell to give an interval
+                continue
             seeds = [int(s) for s in str(r["seeds"]).split()]
             paths = [predictions_path(files[(ds, arch, r["strategy"], float(r["lr"]), s)]) for s in seeds]
             if not all(p.is_file() for p in paths):
