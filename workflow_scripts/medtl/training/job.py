@@ -90,7 +90,9 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
                         amp=bool(training.get("amp", True)),
                         # a GPU epoch can take less time than writing its checkpoint (VGG-19 with Adam: 1.6 GB)
                         checkpoint_interval_s=GPU_CHECKPOINT_INTERVAL_S if device.type == "cuda" else 0.0,
-                        compile=bool(training.get("compile", False) if compile is None else compile))
+                        compile=bool(training.get("compile", False) if compile is None else compile),
+                        # undefined on validation, either fails the job: selecting on NaN keeps an arbitrary model
+                        classes=list(store.classes), selection=(primary,))
     features = load_features(hp, store, features_file, strategy, device)
     print(f"[train] {hp['dataset']['name']} {hp['arch']['name']} {hp['strategy']['name']} lr={hp['lr']} "
           f"seed={hp['seed']} on {device}: {len(train)} train / {len(val)} val images"
@@ -103,7 +105,8 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     model = strategy.eval_model()
     # a backbone that never trained is the cached one: the head alone gives the predictions
     from_cache = features is not None and trainer.pristine
-    result = {"val": {}, "test": {}, "per_class": {}}
+    # a metric undefined on a split is null, with its reason; a class left out of a macro mean is named
+    result = {"val": {}, "test": {}, "per_class": {}, "excluded_classes": {}, "undefined_metrics": {}}
     split_probs = {}  # kept for predictions.parquet
     try:
         for split, data in (("val", val), ("test", test)):
@@ -114,8 +117,14 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
                 probs = predict(model, data, norm, store.task, loop.eval_batch_size, trainer.autocast)
             y = data.targets.numpy()
             split_probs[split] = probs
-            result[split] = M.compute(store.task, y, probs, metric_names)
-            result["per_class"][split] = M.per_class(y, probs, store.classes)
+            evaluation = M.evaluate(store.task, y, probs, metric_names, store.classes, split)
+            result[split] = evaluation.json_scores()
+            result["per_class"][split] = evaluation.json_per_class()
+            result["excluded_classes"][split] = evaluation.json_excluded()
+            result["undefined_metrics"][split] = dict(evaluation.undefined)
+            if split == "test":  # validation's were logged in the first epoch
+                for line in evaluation.messages():
+                    print(f"[train] {line}", file=sys.stderr, flush=True)
     finally:
         trainer.wait_for_checkpoint()  # on disk before it is removed, or kept for a rerun after a failure
     result.update(
@@ -135,6 +144,7 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     write_predictions(out / PREDICTIONS, store, split_probs)  # per image, for intervals and paired tests
     write_json(out / "metrics.json", result)  # last: its presence marks a finished job
     Path(checkpoint).unlink(missing_ok=True)
-    print(f"[train] done in {result['seconds']} s: test {monitor} {result['test'][monitor]:.4f}",
-          file=sys.stderr, flush=True)
+    final = result["test"][monitor]
+    print(f"[train] done in {result['seconds']} s: test {monitor} "
+          f"{'undefined' if final is None else f'{final:.4f}'}", file=sys.stderr, flush=True)
     return result

@@ -14,6 +14,8 @@ what those epochs can change (the head), since the rest is still the network it 
 from __future__ import annotations
 
 import copy
+import math
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,11 @@ class LoopSettings:
     #: write a checkpoint after an epoch only when the last one is at least this old (0: after every
     #: epoch); the first and the last epoch's are always written
     checkpoint_interval_s: float = 0.0
+    #: the class names, for the job's log and the message of an undefined validation metric
+    classes: list[str] | None = None
+    #: validation metrics, besides ``monitor``, that something selects on (the job: the dataset's primary
+    #: metric, on which the report selects the learning rate): undefined on validation, the job fails
+    selection: tuple[str, ...] = ()
 
 
 def task_loss(task: str, logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -128,6 +135,8 @@ class Trainer(Learner):
         self._best: dict | None = None  # the best weights held by the loop, for _leave_pristine
         self.optimizer = self.scheduler = None
         self._probs = None  # the last validation's probabilities
+        self._evaluation: M.Evaluation | None = None  # the last validation's metrics, with what is undefined
+        self._told = False  # the classes left out of validation's macro means are logged once
 
     # -- one epoch -------------------------------------------------------------------------
     def cached(self, epoch: int) -> bool:
@@ -180,10 +189,15 @@ class Trainer(Learner):
             n += len(y)
         return float(total) / max(n, 1)
 
+    def _scores(self, targets: np.ndarray, probs: np.ndarray) -> dict:
+        """The validation metrics (NaN where undefined); what is undefined and why is kept for :meth:`validate`."""
+        self._evaluation = M.evaluate(self.task, targets, probs, self.s.metrics, self.s.classes, "val")
+        return self._evaluation.scores
+
     def evaluate(self, data: SplitData, model=None) -> tuple[dict, np.ndarray]:
         model = model if model is not None else self.strategy.eval_model()
         probs = predict(model, data, self.norm, self.task, self.s.eval_batch_size, self.autocast)
-        return M.compute(self.task, data.targets.numpy(), probs, self.s.metrics), probs
+        return self._scores(data.targets.numpy(), probs), probs
 
     def evaluate_epoch(self, epoch: int) -> tuple[dict, np.ndarray]:
         """Validation after ``epoch``: on cached features when the epoch used them."""
@@ -192,7 +206,7 @@ class Trainer(Learner):
         head = self.strategy.eval_model().head_module()
         data = self.features.splits["val"]
         probs = predict(head, data, self.features.to_device, self.task, self.s.eval_batch_size, self.autocast)
-        return M.compute(self.task, data.targets.numpy(), probs, self.s.metrics), probs
+        return self._scores(data.targets.numpy(), probs), probs
 
     # -- the fit loop's questions (medtl.fit.Learner) ------------------------------------------
     def setup(self) -> None:
@@ -205,7 +219,36 @@ class Trainer(Learner):
     def validate(self, epoch: int) -> tuple[float, dict]:
         scores, probs = self.evaluate_epoch(epoch)
         self.strategy.on_validation(epoch, M.per_class_auroc(self.val.targets.numpy(), probs))
-        return float(scores.get(self.s.monitor, float("nan"))), {f"val_{k}": v for k, v in scores.items()}
+        evaluation = self._evaluation if self._evaluation is not None and self._evaluation.scores is scores else None
+        if evaluation is not None and not self._told:  # the split is the same every epoch: said once
+            for line in evaluation.messages():
+                print(f"{self.tag} {line}", file=sys.stderr, flush=True)
+            self._told = True
+        self._check_selection(scores, evaluation, epoch)
+        return float(scores[self.s.monitor]), {f"val_{k}": v for k, v in scores.items()}
+
+    def _check_selection(self, scores: dict, evaluation: M.Evaluation | None, epoch: int) -> None:
+        """Fail, saying why and what to do, when a metric that selects (the best epoch, early stopping, the
+        report's learning rate) is undefined on validation: selecting on NaN would keep an arbitrary model."""
+        for metric in dict.fromkeys([self.s.monitor, *self.s.selection]):
+            value = scores.get(metric, math.nan)
+            if value is not None and math.isfinite(value):
+                continue
+            if metric not in scores:
+                why = f"it was not computed (validation metrics: {', '.join(scores) or 'none'})"
+            else:
+                why = (evaluation.undefined.get(metric) if evaluation is not None else None) or "it is NaN"
+            if metric == self.s.monitor:
+                role = "selects the best epoch and stops training early"
+                other = "set training.monitor (or the strategy's monitor setting) to a metric defined on this split"
+            else:
+                role = "is the dataset's primary metric, on which the report selects the learning rate"
+                other = "set the dataset's primary_metric to a metric defined on this split"
+            raise M.UndefinedMetricError(
+                f"validation {M.NAMES.get(metric, metric)} is undefined after epoch {epoch + 1}: {why}. It {role}, "
+                f"so selecting on it would keep an arbitrary model: the job stops. Give the val split positive and "
+                f"negative images of the classes (re-split the dataset: more validation images, or a split "
+                f"stratified by class), or {other}{', e.g. accuracy' if metric != 'accuracy' else ''}.")
 
     def history_row(self, epoch: int, loss: float, scores: dict) -> dict:
         return {"epoch": epoch, "stage": self.strategy.stage(epoch), "train_loss": loss, **scores,
