@@ -26,6 +26,7 @@ Written into ``out_dir`` (each file atomically; ``report.md`` last):
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +36,7 @@ from medtl.io import atomic_path
 from . import figures, significance, tables
 from .document import caption
 from .collect import Runs, check_complete, collect_runs
-from .select import aggregate, select_lr
+from .select import UNDEFINED, aggregate, select_lr
 
 __all__ = ["build_report", "check_complete"]
 
@@ -117,7 +118,8 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
             table = significance.add_interval_columns(table, sig.intervals, ds, archs, metrics)
         seeds = selected.loc[selected["dataset"] == ds, "n_seeds"]
         n_seeds = str(seeds.iloc[0]) if seeds.nunique() == 1 else f"{seeds.min()}-{seeds.max()}"
-        dataset_md[ds] = tables.dataset_markdown(table, ds, archs, metrics, runs.primary[ds], n_seeds)
+        dataset_md[ds] = (tables.dataset_markdown(table, ds, archs, metrics, runs.primary[ds], n_seeds)
+                          + undefined_markdown(runs, ds, "test"))
         put(f"tables/{ds}.csv", table)
         put(f"tables/{ds}.md", dataset_md[ds])
 
@@ -155,12 +157,13 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     put("table12.csv", t12)
     put("table12.md", t12_md)
 
+    figure_notes = {}  # what each figure leaves out, and why: under the figure and in report.md
     for ds in datasets:
         name = f"figures/relative_improvement_{ds}.png"
-        figures.dataset_bars(rel, ds, archs, strategies, reference, out / name)
+        figure_notes[ds] = figures.dataset_bars(rel, ds, archs, strategies, reference, out / name)
         written[name] = str(out / name)
     name = "figures/relative_improvement_all.png"
-    figures.overview_heatmap(rel, datasets, archs, strategies, reference, out / name)
+    figure_notes["all"] = figures.overview_heatmap(rel, datasets, archs, strategies, reference, out / name)
     written[name] = str(out / name)
     if sig is not None:
         put("intervals.csv", sort(sig.intervals, ("metric",)))
@@ -177,8 +180,8 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
         sig_md = ("## Confidence intervals and paired tests\n\nNone: no job kept its predictions "
                   "(predictions.parquet beside metrics.json), so no interval or paired test could be computed.\n")
 
-    put("report.md", _report_md(runs, per_lr, datasets, archs, strategies, reference, dataset_md, rel_md, best_md,
-                                eff_md, t11_md, t12_md, sig_md, intervals=sig is not None))
+    put("report.md", _report_md(runs, per_lr, selected, datasets, archs, strategies, reference, dataset_md, rel_md,
+                                best_md, eff_md, t11_md, t12_md, sig_md, figure_notes, intervals=sig is not None))
     return written
 
 
@@ -190,8 +193,41 @@ def main_scores(rel: pd.DataFrame) -> pd.DataFrame:
     return rel[list(cols)].rename(columns=cols).reset_index(drop=True)
 
 
-def _notes(runs: Runs, per_lr: pd.DataFrame) -> list[str]:
-    notes = []
+def undefined_lines(runs: Runs, dataset: str | None = None, split: str | None = None) -> list[str]:
+    """One line per class left out of macro means and per undefined metric, with the jobs' reason and how many
+    of the (dataset's) jobs it concerns: the dataset's split is the same for every job, so they usually agree."""
+    u = runs.undefined
+    if dataset is not None:
+        u = u[u["dataset"] == dataset]
+    if split is not None:
+        u = u[u["split"] == split]
+    lines = []
+    for (ds, sp, kind, name, metrics, reason), g in u.groupby(["dataset", "split", "kind", "name", "metrics", "reason"],
+                                                              sort=False):
+        n_jobs = int((runs.table["dataset"] == ds).sum())
+        where = ("" if dataset is not None else f"{ds}, ") + ("" if split is not None else f"{sp} split, ")
+        what = (f"class '{name}' left out of the macro {', '.join(tables.label(m) for m in metrics.split())}"
+                if kind == "class" else f"{tables.label(name)} undefined (null, n/a in the tables)")
+        lines.append(f"{where}{len(g)} of {n_jobs} jobs: {what}. Why: {reason}.")
+    return lines
+
+
+def undefined_markdown(runs: Runs, dataset: str, split: str) -> str:
+    """What the dataset's table leaves out on ``split``, said under it ("" when nothing)."""
+    lines = undefined_lines(runs, dataset, split)
+    if not lines:
+        return ""
+    return (f"\nNot in the macro means of this table ({split} split): classes whose score is undefined there, as "
+            f"recorded in each job's metrics.json:\n\n" + "".join(f"- {line}\n" for line in lines))
+
+
+def _notes(runs: Runs, per_lr: pd.DataFrame, selected: pd.DataFrame) -> list[str]:
+    notes = [*undefined_lines(runs)]
+    undefined = selected[selected["lr_selection"] == UNDEFINED]
+    if len(undefined):
+        notes.append("No learning rate selected (validation primary metric undefined at every rate tried; the "
+                     "test scores are left empty, n/a): " + ", ".join(
+                         f"{r.dataset}/{r.arch}/{r.strategy}" for r in undefined.itertuples()) + ".")
     counts = per_lr["n_seeds"]
     if counts.nunique() > 1:
         few = per_lr[counts < counts.max()]
@@ -211,8 +247,12 @@ def _notes(runs: Runs, per_lr: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _report_md(runs: Runs, per_lr, datasets, archs, strategies, reference, dataset_md, rel_md, best_md, eff_md,
-               t11_md, t12_md, sig_md, intervals: bool) -> str:
+def _left_out(notes: list[str]) -> list[str]:
+    return ["".join(f"- {n}\n" for n in notes)] if notes else []
+
+
+def _report_md(runs: Runs, per_lr, selected, datasets, archs, strategies, reference, dataset_md, rel_md, best_md,
+               eff_md, t11_md, t12_md, sig_md, figure_notes: dict[str, list[str]], intervals: bool) -> str:
     """Every table and figure, each section headed by its caption (report/classification/<name>.rst)."""
     t = runs.table
     lrs = " ".join(f"{v:g}" for v in sorted(set(t["lr"])))
@@ -226,7 +266,9 @@ def _report_md(runs: Runs, per_lr, datasets, archs, strategies, reference, datas
         "Each section starts with the caption Snakemake's HTML report (`snakemake --report report.html`) shows beside "
         "the same result.\n",
     ]
-    notes = _notes(runs, per_lr)
+    notes = _notes(runs, per_lr, selected)
+    for note in notes:  # in the report's log too
+        print(f"[report] warning: {note}", file=sys.stderr, flush=True)
     if notes:
         parts += ["## Notes\n", "".join(f"- {n}\n" for n in notes)]
     parts += ["## Results per dataset\n", caption("classification/dataset_table")]
@@ -236,8 +278,10 @@ def _report_md(runs: Runs, per_lr, datasets, archs, strategies, reference, datas
               "[CSV](relative_improvement.csv) · [Markdown](relative_improvement.md)\n", rel_md,
               caption("classification/relative_improvement_all"),
               f"![Relative improvement over {reference}](figures/relative_improvement_all.png)\n",
+              *_left_out(figure_notes["all"]),
               "### Per dataset\n", caption("classification/relative_improvement_dataset")]
-    parts += [f"![{ds}](figures/relative_improvement_{ds}.png)\n" for ds in datasets]
+    for ds in datasets:
+        parts += [f"![{ds}](figures/relative_improvement_{ds}.png)\n", *_left_out(figure_notes[ds])]
     parts += ["## Best method\n", caption("classification/best_method"),
               "[CSV](best_method.csv) · [Markdown](best_method.md)\n", best_md,
               "## Effectiveness\n", caption("classification/effectiveness"),

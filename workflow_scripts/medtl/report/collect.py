@@ -23,6 +23,9 @@ RUN_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/(?P<arch>[^/]+)/(?P<strategy>[
                       r"lr(?P<lr>[^/]+)/seed(?P<seed>[^/]+)/metrics\.json$")
 
 
+UNDEFINED_COLUMNS = [*KEY, "split", "kind", "name", "metrics", "reason"]
+
+
 class MetricsFileError(ValueError):
     """A metrics file that cannot be used; the message starts with its path."""
 
@@ -39,6 +42,9 @@ class Runs:
     metrics: list[str]                      # every metric seen, in canonical order
     dataset_metrics: dict[str, list[str]] = field(default_factory=dict)
     primary: dict[str, str] = field(default_factory=dict)  # dataset -> primary metric
+    #: what the jobs could not compute, one row per (job, split, class or metric): ``kind`` "class" (left out of
+    #: the macro means in ``metrics``) or "metric" (undefined: null), with the job's ``reason``
+    undefined: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNDEFINED_COLUMNS))
 
 
 def metric_order(names) -> list[str]:
@@ -75,6 +81,10 @@ def load_run(path: str) -> tuple[dict, dict[str, set[str]]]:
     """One validated row of ``all_runs.csv`` and the metric names of each split."""
     p = Path(path)
     if not p.is_file():
+        if (p.parent / "predictions.parquet").is_file():  # written just before metrics.json
+            raise MetricsFileError(path, "metrics file is missing while the job's predictions.parquet is there: "
+                                         "the job was interrupted or the file deleted; `snakemake` reruns the job "
+                                         "(`snakemake -n` lists it) and then this report")
         raise MetricsFileError(path, "metrics file is missing (did its training job finish?)")
     try:
         data = json.loads(p.read_text())
@@ -138,7 +148,30 @@ def load_run(path: str) -> tuple[dict, dict[str, set[str]]]:
     row["monitor"] = data.get("monitor")
     row["device"] = data.get("device")
     row["file"] = str(path)
+    row["undefined"] = _undefined(path, data, row)
     return row, names
+
+
+def _undefined(path: str, data: dict, row: dict) -> list[dict]:
+    """The job's classes left out of macro means and its undefined metrics, with their reasons (files written
+    before jobs recorded them have none)."""
+    out = []
+    key = {k: row[k] for k in KEY}
+    excluded, undefined = data.get("excluded_classes") or {}, data.get("undefined_metrics") or {}
+    if not isinstance(excluded, dict) or not isinstance(undefined, dict):
+        raise MetricsFileError(path, "'excluded_classes' and 'undefined_metrics' should be objects by split")
+    for split, entries in excluded.items():
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "class" in e for e in entries):
+            raise MetricsFileError(path, f"'excluded_classes.{split}' should be a list of {{class, metrics, reason}}")
+        out += [{**key, "split": split, "kind": "class", "name": str(e["class"]),
+                 "metrics": " ".join(map(str, e.get("metrics") or [])), "reason": str(e.get("reason", ""))}
+                for e in entries]
+    for split, reasons in undefined.items():
+        if not isinstance(reasons, dict):
+            raise MetricsFileError(path, f"'undefined_metrics.{split}' should be an object of metric: reason")
+        out += [{**key, "split": split, "kind": "metric", "name": str(m), "metrics": str(m), "reason": str(why)}
+                for m, why in reasons.items()]
+    return out
 
 
 def collect_runs(metric_files: list[str]) -> Runs:
@@ -165,6 +198,7 @@ def collect_runs(metric_files: list[str]) -> Runs:
         dataset_names.setdefault(ds, set()).update(split_names)
         rows.append(row)
 
+    undefined = pd.DataFrame([u for row in rows for u in row.pop("undefined")], columns=UNDEFINED_COLUMNS)
     metrics = metric_order(all_names)
     columns = [*KEY, "primary_metric", "best_epoch", "epochs_run", "seconds",
                *(f"{s}_{m}" for s in SPLITS for m in metrics), "monitor", "device", "file"]
@@ -179,4 +213,4 @@ def collect_runs(metric_files: list[str]) -> Runs:
         raise RuntimeError(f"read {len(files)} metrics files but built {len(table)} rows")
     return Runs(table=table, metrics=metrics,
                 dataset_metrics={d: metric_order(n) for d, n in dataset_names.items()},
-                primary={d: p for d, (p, _) in primary.items()})
+                primary={d: p for d, (p, _) in primary.items()}, undefined=undefined)

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from medtl.io import atomic_path
 
-from .tables import label
+from .tables import label, left_out
 
 
 def _save(fig: Figure, path: str | Path) -> None:
@@ -28,12 +28,26 @@ def _matrix(rel: pd.DataFrame, rows: list[str], cols: list[tuple[str, str]]) -> 
     return np.array(values, dtype=np.float64).reshape(len(rows), len(cols))
 
 
+def _footnote(fig: Figure, lines: list[str]) -> None:
+    """What the figure leaves out, and why, under it (the same sentences as in report.md)."""
+    if lines:
+        import textwrap
+
+        text = "\n".join(textwrap.fill(line, 110) for line in lines)
+        fig.text(0.0, -0.02, text, ha="left", va="top", fontsize=7, wrap=False)
+
+
 def dataset_bars(rel: pd.DataFrame, dataset: str, archs: list[str], strategies: list[str], reference: str,
-                 path: str | Path) -> None:
-    """Grouped bars: one group per strategy (reference left out: it is 0 by definition), one bar per arch."""
+                 path: str | Path) -> list[str]:
+    """Grouped bars: one group per strategy (reference left out: it is 0 by definition), one bar per arch.
+    Strategies and architectures without any value (no reference to compare with) are left out; the
+    sentences naming them are written under the figure and returned."""
     part = rel[rel["dataset"] == dataset]
     archs = [a for a in archs if a in set(part["arch"])]
     others = [s for s in strategies if s != reference and s in set(part["strategy"])]
+    shown = left_out(part, others, [(dataset, a) for a in archs], reference)
+    notes = shown.sentences("strategies", "architectures")
+    others, archs = shown.strategies, [a for _, a in shown.pairs]
     primary = part["primary_metric"].iloc[0] if len(part) else ""
     values = _matrix(part, others, [(dataset, a) for a in archs])  # strategies x archs
     fig = Figure(figsize=(max(5.0, 0.9 * len(others) * max(1, len(archs)) ** 0.5 + 2), 4.0))
@@ -50,19 +64,26 @@ def dataset_bars(rel: pd.DataFrame, dataset: str, archs: list[str], strategies: 
     ax.set_ylabel(f"Change vs {reference}, test {label(primary)} (%)")
     ax.set_title(f"{dataset}: relative improvement over {reference}")
     if not others:
-        ax.text(0.5, 0.5, f"no strategy other than {reference}", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, f"nothing to compare with {reference}", ha="center", va="center", transform=ax.transAxes)
     if archs and others:
         ax.legend(title="Architecture", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    _footnote(fig, notes)
     _save(fig, path)
+    return notes
 
 
 def overview_heatmap(rel: pd.DataFrame, datasets: list[str], archs: list[str], strategies: list[str],
-                     reference: str, path: str | Path) -> None:
-    """Heatmap: strategies x (dataset, arch), colour = % change vs the reference, value written in each cell."""
+                     reference: str, path: str | Path) -> list[str]:
+    """Heatmap: strategies x (dataset, arch), colour = % change vs the reference, value written in each cell.
+    Rows and columns without any value (a strategy that never ran beside the reference, a pair without a
+    reference run) are left out; the sentences naming them are written under the figure and returned."""
     pairs = [(d, a) for d in datasets for a in archs
              if ((rel["dataset"] == d) & (rel["arch"] == a)).any()]
     others = [s for s in strategies if s != reference]
+    shown = left_out(rel, others, pairs, reference)
+    notes = shown.sentences("rows", "columns")
+    others, pairs = shown.strategies, shown.pairs
     values = _matrix(rel, others, pairs)
     finite = values[np.isfinite(values)]
     vmax = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
@@ -72,8 +93,9 @@ def overview_heatmap(rel: pd.DataFrame, datasets: list[str], archs: list[str], s
         ax.text(0.5, 0.5, f"nothing to compare with {reference}", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         ax.set_title(f"Relative improvement over {reference} (%)")
+        _footnote(fig, notes)
         _save(fig, path)
-        return
+        return notes
     cmap = colormaps["RdBu"].with_extremes(bad="lightgrey")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
     for i in range(values.shape[0]):
@@ -87,4 +109,6 @@ def overview_heatmap(rel: pd.DataFrame, datasets: list[str], archs: list[str], s
     ax.set_ylabel("Strategy")
     ax.set_title(f"Relative improvement over {reference} on each dataset's test primary metric (%)")
     fig.colorbar(image, ax=ax, label=f"% change vs {reference}")
+    _footnote(fig, notes)
     _save(fig, path)
+    return notes

@@ -7,7 +7,9 @@ Conventions (documented in report.md as well):
 - a NaN (or null) score in any seed makes that group's mean and SE NaN: a mean over fewer seeds
   than the others would look comparable while it is not;
 - the learning rate of each (dataset, arch, strategy) is the one with the best mean *validation*
-  primary metric; NaN means rank last, ties go to the smaller learning rate.
+  primary metric; NaN means rank last, ties go to the smaller learning rate. When it is NaN at every one of
+  several learning rates, none is selected (``lr_selection`` "undefined"): the group's test scores are NaN
+  rather than those of an arbitrary rate (report.md names such groups).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import pandas as pd
 from .collect import SPLITS, Runs
 
 GROUP = ["dataset", "arch", "strategy"]
+#: ``lr_selection`` of a group with one learning rate, and of one whose validation means are all NaN
+SINGLE, UNDEFINED = "single lr", "undefined"
 
 
 def mean_se(values) -> tuple[float, float]:
@@ -57,9 +61,18 @@ def select_lr(per_lr: pd.DataFrame) -> pd.DataFrame:
         order = sorted(range(len(group)), key=lambda i: (bool(np.isnan(val[i])), -val[i] if not np.isnan(val[i])
                                                          else 0.0, lrs[i]))
         row = group.iloc[order[0]].to_dict()
+        if len(group) == 1:
+            row["lr_selection"] = SINGLE
+        elif np.isnan(val).all():  # selecting on NaN would pick an arbitrary rate: nothing to report
+            row["lr_selection"] = UNDEFINED
+            for col in row:
+                if col.startswith("test_") and (col.endswith("_mean") or col.endswith("_se")):
+                    row[col] = math.nan
+        else:
+            row["lr_selection"] = "validation"
         row["n_lrs"] = len(group)
         row["lrs_tried"] = " ".join(f"{v:g}" for v in sorted(lrs))
         chosen.append(row)
     out = pd.DataFrame(chosen)
-    front = [*GROUP, "primary_metric", "lr", "n_seeds", "seeds", "n_lrs", "lrs_tried"]
+    front = [*GROUP, "primary_metric", "lr", "n_seeds", "seeds", "n_lrs", "lrs_tried", "lr_selection"]
     return out[front + [c for c in out.columns if c not in front]].reset_index(drop=True)

@@ -9,6 +9,7 @@ reference score (possible for kappa), where it keeps "positive = better".
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -118,15 +119,72 @@ def relative_improvement(selected: pd.DataFrame, reference: str, threshold: floa
     return pd.DataFrame(out)
 
 
+@dataclass
+class LeftOut:
+    """The strategies and (dataset, architecture) pairs of a relative-improvement table or figure that have no
+    value at all, each with why, and what is kept; the figure or table shows the kept ones and names the rest."""
+
+    strategies: list[str]                 # kept
+    pairs: list[tuple[str, str]]          # kept
+    dropped_strategies: dict[str, list[str]] = field(default_factory=dict)  # reason -> strategies
+    dropped_pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # reason -> pairs
+
+    def sentences(self, strategy_part: str, pair_part: str) -> list[str]:
+        """E.g. ``sentences("rows", "columns")``: one sentence per reason, naming what it left out."""
+        out = [f"Left out, {pair_part} ({why}): {', '.join(f'{d} / {a}' for d, a in pairs)}."
+               for why, pairs in self.dropped_pairs.items()]
+        out += [f"Left out, {strategy_part} ({why}): {', '.join(names)}."
+                for why, names in self.dropped_strategies.items()]
+        return out
+
+
+def left_out(rel: pd.DataFrame, strategies: list[str], pairs: list[tuple[str, str]], reference: str) -> LeftOut:
+    """Which ``strategies`` and ``pairs`` have no finite relative improvement anywhere among the others (all
+    n/a: nothing to show), and why: no reference run there, a reference score that is n/a or 0, or a
+    strategy that never ran beside the reference."""
+    lookup = {(r["dataset"], r["arch"], r["strategy"]): r for r in rel.to_dict("records")}
+
+    def value(s, pair):
+        r = lookup.get((*pair, s))
+        return r["relative_improvement_pct"] if r is not None else math.nan
+
+    def finite(v):
+        return v is not None and math.isfinite(v)
+
+    kept_s = [s for s in strategies if any(finite(value(s, p)) for p in pairs)]
+    kept_p = [p for p in pairs if any(finite(value(s, p)) for s in strategies)]
+    out = LeftOut(strategies=kept_s, pairs=kept_p)
+    for p in pairs:
+        if p in kept_p:
+            continue
+        ref = lookup.get((*p, reference))
+        why = (f"no {reference} run on it to compare with" if ref is None
+               else f"its {reference} test score is n/a" if not finite(ref["test_mean"])
+               else f"its {reference} test score is 0" if ref["test_mean"] == 0
+               else f"no strategy but {reference} has a test score on it")
+        out.dropped_pairs.setdefault(why, []).append(p)
+    for s in strategies:
+        if s in kept_s:
+            continue
+        beside = [p for p in pairs if (*p, s) in lookup and (*p, reference) in lookup]
+        why = (f"never ran beside {reference} on the same dataset and architecture" if not beside
+               else f"no test score where it ran beside {reference}")
+        out.dropped_strategies.setdefault(why, []).append(s)
+    return out
+
+
 def relative_markdown(rel: pd.DataFrame, datasets: list[str], archs: list[str], strategies: list[str],
                       reference: str, threshold: float) -> str:
-    """Rows = (dataset, arch), columns = strategies other than the reference; best per row in bold."""
-    others = [s for s in strategies if s != reference]
+    """Rows = (dataset, arch), columns = strategies other than the reference; best per row in bold. Rows and
+    columns with no value at all (no reference to compare with) are left out and named under the table."""
     lookup = {(r["dataset"], r["arch"], r["strategy"]): r for r in rel.to_dict("records")}
+    pairs = [(ds, arch) for ds in datasets for arch in archs if any((ds, arch, s) in lookup for s in strategies)]
+    shown = left_out(rel, [s for s in strategies if s != reference], pairs, reference)
+    others = shown.strategies
     rows = []
     for ds in datasets:
         for arch in archs:
-            if not any((ds, arch, s) in lookup for s in strategies):
+            if (ds, arch) not in shown.pairs:
                 continue
             ref = lookup.get((ds, arch, reference))
             p = next(lookup[(ds, arch, s)]["primary_metric"] for s in strategies if (ds, arch, s) in lookup)
@@ -140,7 +198,8 @@ def relative_markdown(rel: pd.DataFrame, datasets: list[str], archs: list[str], 
     caption = (f"Relative improvement (%) of each strategy over {reference} on the test primary metric, "
                f"100 · (m − m_{reference}) / m_{reference}, seed means at each strategy's selected learning rate. "
                f"Bold: best per row among the strategies other than {reference}. A strategy counts as effective above {100 * threshold:g}%.\n\n")
-    return caption + markdown(pd.DataFrame(rows))
+    notes = shown.sentences("columns", "rows")
+    return caption + markdown(pd.DataFrame(rows)) + "".join(f"\n{n}\n" for n in notes)
 
 
 # -- best method per dataset and architecture --------------------------------------------------------
