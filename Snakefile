@@ -36,4 +36,5 @@ rule all:
         SPFT_REPORT,  # the SPFT tables, only when the config has SPFT-type strategies
         detection_targets(),  # detection and segmentation tables and figures, only when configured
         segmentation_targets(),
+        REPORT_RUN_INPUTS,  # every job's files the reports read: a deleted one reruns its job (rules/report.smk)
     default_target: True
