@@ -261,3 +261,39 @@ def test_pretraining_reruns_only_when_what_it_uses_changes(tmp_path):
     assert pretraining_jobs(lambda c: c["detection"]["training"].update(batch_size=8)) == ["pretrain_detector"]
     assert pretraining_jobs(lambda c: c["segmentation"]["models"]["sam"]["weights"].update(epochs=3)) == \
         ["pretrain_sam"]
+
+
+@pytest.mark.parametrize("encoder", ["vit_b", "sam2.1_hiera_tiny"])
+def test_released_sam_files_are_read_by_their_owners_builders(encoder, tmp_path):
+    """The published layouts, each made by the owner's own model builder (random weights, real size): SAM's
+    sam_vit_b_01ec64.pth is the flat state dict of segment_anything's ``Sam`` (segment_anything/build_sam.py
+    loads it with ``torch.load`` + ``load_state_dict``); SAM 2.1's .pt holds it under ``"model"``
+    (sam2/build_sam.py::_load_checkpoint). Fetched, read by the owner's builder with the checkpoint, and
+    trained from at the study's size; a file of another encoder is refused naming it."""
+    from medtl.segmentation.sam import build_sam
+    from medtl.segmentation.spec import ENCODERS
+
+    torch.manual_seed(0)
+    if encoder == "vit_b":
+        from segment_anything import sam_model_registry
+
+        published = sam_model_registry["vit_b"]().state_dict()
+        reference, name = published, "sam_vit_b_01ec64.pth"
+    else:
+        from sam2.build_sam import build_sam2
+
+        reference = build_sam2(ENCODERS.get(encoder).config, None, device="cpu", apply_postprocessing=False).state_dict()
+        published, name = {"model": reference}, "sam2.1_hiera_tiny.pt"
+    data = _bytes(published)
+    del published
+    with serve() as server:
+        entry = {"encoder": encoder, "img_size": 64, "weights": {"type": "release", "url": server.add(f"/{name}", data)}}
+        fetch_release("segmentation", entry, str(tmp_path / "release.pt"), str(tmp_path / "cache"))
+        other = {**entry, "encoder": "vit_l" if encoder == "vit_b" else "sam2.1_hiera_small"}
+        with pytest.raises(ValueError, match=f"not a released checkpoint of '{other['encoder']}'"):
+            fetch_release("segmentation", other, str(tmp_path / "other.pt"), str(tmp_path / "cache2"))
+    assert not (tmp_path / "other.pt").exists()
+    model = build_sam(encoder, 64, tmp_path / "release.pt")
+    key = next(k for k in model.state_dict() if k.startswith("mask_decoder.") and k.endswith("weight"))
+    official = "sam_mask_decoder." + key[len("mask_decoder."):] if encoder != "vit_b" else key
+    torch.testing.assert_close(model.state_dict()[key], reference[official])

@@ -109,21 +109,29 @@ def fetch_release(task: str, model_entry: dict, out: str, cache_dir: str) -> Non
         raise RuntimeError(f"could not fetch {url}: {err}. This needs internet on the machine running the local "
                            f"rule fetch_dense_weights; or download the file elsewhere and use weights type "
                            f"'checkpoint'.") from None
-    check_release(task, model_entry, cached)
+    state = check_release(task, model_entry, cached)
     import shutil
 
     with atomic_path(out) as tmp:
-        shutil.copyfile(cached, tmp)
+        if state is None:  # detection: Ultralytics' trainer reads the release file itself
+            shutil.copyfile(cached, tmp)
+        else:  # what the owner's loader read, in the owner's layout
+            import torch
+
+            torch.save(state, tmp)
 
 
-def check_release(task: str, model_entry: dict, path: str | Path) -> None:
-    """Refuse a file that is not a checkpoint of this model, naming what does not fit."""
+def check_release(task: str, model_entry: dict, path: str | Path) -> dict | None:
+    """Refuse a file that is not a checkpoint of this model, naming what does not fit. SAM and SAM 2 files
+    are read by their owners' builders with the checkpoint (``segment_anything.sam_model_registry[encoder]
+    (checkpoint=...)``, ``sam2.build_sam.build_sam2(config, ckpt_path=...)``), whose state is returned."""
     if task == "segmentation":
-        from medtl.segmentation.sam import build_sam
+        from medtl.segmentation.sam import build_sam, read_released
 
         entry = {"encoder": "vit_b", "img_size": 1024, **model_entry}
-        build_sam(entry["encoder"], int(entry["img_size"]), path)  # raises on another encoder
-        return
+        state = read_released(entry["encoder"], path)
+        build_sam(entry["encoder"], int(entry["img_size"]), path)  # fits at the study's image size
+        return state
     from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel, load_checkpoint
 
     from medtl.detection.models import DETECTORS, resolve_cfg

@@ -65,6 +65,28 @@ def build_sam(encoder: str = "vit_b", img_size: int = 1024, checkpoint: str | os
     return sam
 
 
+def read_released(encoder: str, checkpoint: str | os.PathLike) -> dict | None:
+    """A released checkpoint read by its owner's builder (segment_anything's ``sam_model_registry[encoder]``,
+    sam2's ``build_sam2``, each with the checkpoint: strict, at their native 1024 px), returned in the
+    owner's layout (SAM: the state dict; SAM 2: ``{"model": state dict}``); None for an encoder with no
+    owner's release (the demo sizes). ValueError naming the encoder when the file is not its checkpoint."""
+    spec = ENCODERS.get(encoder)
+    try:
+        if spec.family == "sam2":
+            from sam2.build_sam import build_sam2
+
+            base = build_sam2(spec.config, str(checkpoint), device="cpu", mode="eval", apply_postprocessing=False)
+            return {"model": base.state_dict()}
+        from segment_anything import sam_model_registry
+
+        if encoder not in sam_model_registry:
+            return None
+        return sam_model_registry[encoder](checkpoint=str(checkpoint)).state_dict()
+    except (RuntimeError, KeyError, TypeError) as err:  # sam2 raises a bare RuntimeError after logging the keys
+        raise ValueError(f"{checkpoint} is not a released checkpoint of '{encoder}' (is it a checkpoint of another "
+                         f"encoder?): {str(err)[:300] or type(err).__name__}") from None
+
+
 def read_checkpoint(checkpoint: str | os.PathLike) -> dict:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
