@@ -287,8 +287,8 @@ def test_report_names_classes_left_out_of_the_macro_means(demo_like, tmp_path, c
 
     out = tmp_path / "out"
     build_report(demo_like, str(out), strategy_order=["ft", "lp", "spft", "spft_vit"])
-    line = ("8 of 8 jobs: class 'Hernia' left out of the macro AUROC, mAP. Why: no positive image of 'Hernia' "
-            "among the 40 test images")
+    line = ("8 of 8 jobs, class 'Hernia' (macro AUROC, mAP): no positive image of 'Hernia' among the 40 test "
+            "images: left out of these macro means, as CheXpert's evaluation leaves out a class without positives.")
     table = (out / "tables" / "cxr.md").read_text()
     assert "Not in the macro means of this table (test split)" in table and line in table
     notes = (out / "report.md").read_text().split("## Notes")[1].split("## Results per dataset")[0]

@@ -206,9 +206,9 @@ def undefined_lines(runs: Runs, dataset: str | None = None, split: str | None = 
                                                               sort=False):
         n_jobs = int((runs.table["dataset"] == ds).sum())
         where = ("" if dataset is not None else f"{ds}, ") + ("" if split is not None else f"{sp} split, ")
-        what = (f"class '{name}' left out of the macro {', '.join(tables.label(m) for m in metrics.split())}"
-                if kind == "class" else f"{tables.label(name)} undefined (null, n/a in the tables)")
-        lines.append(f"{where}{len(g)} of {n_jobs} jobs: {what}. Why: {reason}.")
+        what = (f"class '{name}' (macro {', '.join(tables.label(m) for m in metrics.split())})"
+                if kind == "class" else f"{tables.label(name)} undefined (null; n/a in the tables)")
+        lines.append(f"{where}{len(g)} of {n_jobs} jobs, {what}: {reason}.")
     return lines
 
 

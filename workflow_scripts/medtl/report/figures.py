@@ -34,7 +34,10 @@ def _footnote(fig: Figure, lines: list[str]) -> None:
         import textwrap
 
         text = "\n".join(textwrap.fill(line, 110) for line in lines)
-        fig.text(0.0, -0.02, text, ha="left", va="top", fontsize=7, wrap=False)
+        renderer = FigureCanvasAgg(fig).get_renderer()  # below everything drawn: tick labels, axis labels
+        bottom = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes)
+        y = fig.transFigure.inverted().transform((0.0, bottom))[1]
+        fig.text(0.0, y - 0.03, text, ha="left", va="top", fontsize=7)
 
 
 def dataset_bars(rel: pd.DataFrame, dataset: str, archs: list[str], strategies: list[str], reference: str,
