@@ -294,3 +294,14 @@ def test_the_intensity_option_reaches_the_classification_prepare_step(stores, tm
     # each image stretched from its own min..max (the values stop at 40000 of 65535 in class 0): brighter
     stretched, full = np.asarray(store.images, dtype=np.float64), np.asarray(stores["s16"].images, dtype=np.float64)
     assert stretched.mean() > full.mean() + 20
+
+
+def test_array_sources_scale_wide_integers_instead_of_wrapping(tmp_path):
+    """Sources that ship arrays (.npz): a uint16 array is scaled by its full range, as 16-bit files are,
+    not wrapped modulo 256 (65535 -> 255, not 255; 256 -> 1, not 0)."""
+    from medtl.data.store import fill_from_array
+
+    images = np.array([[[0, 256], [32768, 65535]]] * 2, dtype=np.uint16)
+    out = np.zeros((2, 2, 2, 1), dtype=np.uint8)
+    fill_from_array(images, 2, 2)(out)
+    assert out[0, :, :, 0].tolist() == [[0, 1], [128, 255]]
