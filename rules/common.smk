@@ -91,6 +91,38 @@ def weights_file(arch):
     return [] if wid == "none" else f"{RESULTS}/weights/{arch}/{wid}.pt"
 
 
+# -- the weights a training job starts from ---------------------------------------------------------------
+def from_scratch(strategy):
+    """Whether the strategy's jobs start from the architecture's random initialisation whatever its weights
+    (``random_init`` in its declaration: scratch, the reference that says whether transfer helps)."""
+    from medtl.strategies import STRATEGIES
+
+    return STRATEGIES.get(strategy_entry(strategy)["type"]).random_init
+
+
+def run_arch_entry(arch, strategy):
+    """The architecture as a training job sees it: its entry, with weights 'none' for a strategy that starts
+    from scratch, so that the weights entry is not in such a job's cache key (editing it reruns none of them)."""
+    entry = arch_entry(arch)
+    return {**entry, "weights": {"type": "none"}} if from_scratch(strategy) else entry
+
+
+def scratch_strategies():
+    """Config names of the strategies that start from scratch (variants included), in config order: the reports
+    show them beside the reference and test them against it, but rank them among no fine-tuning strategies."""
+    return [s for s in config["strategies"] if from_scratch(s)]
+
+
+def run_weights_id(arch, strategy):
+    return "none" if from_scratch(strategy) else weights_id(arch)
+
+
+def run_weights_file(arch, strategy):
+    """The weights file a training job loads: none for a strategy that starts from scratch (nor does it wait
+    for the architecture's pretraining or download)."""
+    return [] if from_scratch(strategy) else weights_file(arch)
+
+
 def store_files(dataset, prep):
     return multiext(f"{RESULTS}/prepared/{dataset}/{prep}/", "images.npy", "labels.csv", "meta.json")
 
@@ -166,7 +198,7 @@ def features_files(dataset, arch):
 def run_features(w):
     """The train rule's ``features`` input: cached features when the strategy has frozen-backbone
     epochs and the weights are fixed (with weights 'none' the backbone is random, drawn per seed)."""
-    if weights_id(w.arch) == "none" or not strategy_freezes_backbone(w.strategy):
+    if run_weights_id(w.arch, w.strategy) == "none" or not strategy_freezes_backbone(w.strategy):
         return []
     return features_files(w.dataset, w.arch)
 
@@ -188,7 +220,7 @@ def train_hp(w):
     entry = dataset_entry(w.dataset)
     return {
         "dataset": {"name": w.dataset, "metrics": entry.get("metrics"), "primary_metric": entry.get("primary_metric")},
-        "arch": arch_entry(w.arch),
+        "arch": run_arch_entry(w.arch, w.strategy),  # weights 'none' for scratch
         "strategy": strategy_entry(w.strategy),
         "training": config["training"],
         "lr": float(w.lr),
@@ -200,7 +232,7 @@ def train_inputs(w):
     # one input function, not one per input: Snakemake inspects each function of each of the 1,728 jobs
     return {
         "store": store_files(w.dataset, prep_tag(w.arch)),
-        "weights": weights_file(w.arch),
+        "weights": run_weights_file(w.arch, w.strategy),  # none for scratch
         "features": run_features(w),  # rules/features.smk: cached backbone features, for LP and LP-FT
     }
 

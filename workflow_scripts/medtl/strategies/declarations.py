@@ -21,6 +21,12 @@ STRATEGIES.register("ft")(StrategySpec(
     "medtl.strategies.full:FullFineTuning", Settings(),
     trains="everything"))
 
+STRATEGIES.register("scratch")(StrategySpec(
+    "medtl.strategies.scratch:Scratch", Settings(),
+    trains="everything, as `ft`, from the architecture's random initialisation whatever its `weights` (no "
+           "weights file, not in the job's cache key): the reference that says whether transfer helps",
+    random_init=True))
+
 STRATEGIES.register("lp")(StrategySpec(
     "medtl.strategies.linear_probe:LinearProbing", Settings(),
     trains="the new head only; everything before it in eval mode (BatchNorm statistics and dropout fixed), "

@@ -26,6 +26,9 @@ class StrategySpec:
     #: resolved settings -> whether a run has epochs that train only the head on a frozen backbone
     #: (cached backbone features can stand in for it); None: never
     frozen_backbone_when: Callable[[dict], bool] | None = None
+    #: the job starts from the architecture's random initialisation whatever its ``weights`` (scratch): the job
+    #: grid gives it no weights file and leaves the weights out of its cache key (rules/common.smk)
+    random_init: bool = False
 
     @property
     def defaults(self) -> dict:
