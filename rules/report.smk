@@ -105,8 +105,10 @@ rule report_classification:
                          labels={"file": "intervals.csv"}),
         summary=f"{REPORT}/classification/report.md",
     params:
+        # scratch only where the config has it: a config without one keeps its report's params
         report=canonical({**config["report"], "strategies": list(config["strategies"]),
-                          "architectures": list(config["architectures"])}),
+                          "architectures": list(config["architectures"]),
+                          **({"scratch": scratch_strategies()} if scratch_strategies() else {})}),
         out_dir=lambda w, output: str(Path(output.summary).parent),
     log:
         f"{RESULTS}/logs/report_classification.log",

@@ -7,5 +7,6 @@ with job_log(snakemake):
     settings = param(snakemake, "report")
     build_report(list(map(str, snakemake.input.metrics)), snakemake.params.out_dir,
                  reference=settings["reference"], threshold=settings["effective_threshold"],
-                 strategy_order=settings["strategies"], arch_order=settings["architectures"], stats=settings)
+                 strategy_order=settings["strategies"], arch_order=settings["architectures"], stats=settings,
+                 scratch=settings.get("scratch"))
     write_table_pages(snakemake.output)  # the tables Snakemake's HTML report shows

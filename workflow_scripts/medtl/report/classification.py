@@ -16,7 +16,8 @@ Written into ``out_dir`` (each file atomically; ``report.md`` last):
 - ``figures/relative_improvement_{dataset}.png`` and ``figures/relative_improvement_all.png``
 - ``intervals.csv``               bootstrap interval of every test cell (when the jobs kept predictions.parquet;
                                    the tables then get ``*_ci_low`` / ``*_ci_high`` columns and significance counts)
-- ``paired_comparison.csv|.md``   each strategy against the reference: difference, interval, p, Holm-adjusted p
+- ``paired_comparison.csv|.md``   each strategy against the reference: difference, interval, p, Holm-adjusted p; then,
+                                   for the strategies trained from scratch, whether transfer helps
 - ``tables/{dataset}_intervals.md`` the intervals of a dataset's cells, "mean [low, high]"
 - ``figures/forest_{dataset}.png`` relative difference from the reference with its interval (medtl.report.significance)
 - ``report.md``                    all tables and figures in one document, each section headed by the caption that
@@ -53,7 +54,8 @@ def _write_text(text: str, path: Path) -> None:
 
 def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", threshold: float = 0.001,
                  strategy_order: list[str] | None = None, arch_order: list[str] | None = None,
-                 *, expected: int | None = None, stats: dict | None = None) -> dict[str, str]:
+                 *, expected: int | None = None, stats: dict | None = None,
+                 scratch: list[str] | None = None) -> dict[str, str]:
     """Build every table and figure; return {path relative to out_dir: path written}.
 
     ``reference``: the strategy the others are compared with (must have runs).
@@ -63,6 +65,12 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     ``expected``: if given, the number of metrics files there must be (see ``check_complete``).
     ``stats``: the config's report section (bootstrap_resamples, confidence_level, bootstrap_seed) for the
     intervals and paired tests, computed when the jobs kept predictions.parquet beside metrics.json.
+    ``scratch``: the strategies trained from the architecture's random initialisation (``random_init``: scratch),
+    the reference that says whether transfer helps. They are rows of the per-dataset tables, the intervals, the
+    relative improvement and its figures, and are compared with the reference in the paired tests (a Holm family
+    of their own, in a table of their own: does transfer help?); they are not ranked among the fine-tuning
+    strategies: the best method, effectiveness and the paper's Tables 11 and 12 leave them out (the paper has no
+    such row). As the reference itself, scratch is an ordinary strategy: every other one is compared with it.
     Raises ValueError (naming the file) for a missing, malformed or duplicate metrics file.
     """
     files = [str(f) for f in metric_files]
@@ -84,6 +92,9 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     if reference not in strategies:
         raise ValueError(f"reference strategy '{reference}' has no runs; strategies with runs: {strategies}")
     order = {"dataset": datasets, "arch": archs, "strategy": strategies}
+    # trained from scratch: shown and tested against the reference, never ranked among the fine-tuning strategies
+    scratch = [s for s in strategies if s in set(scratch or ()) and s != reference]
+    ranked = [s for s in strategies if s not in scratch]
 
     def sort(df: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
         keys = [k for k in order if k in df]
@@ -108,7 +119,7 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     put("per_lr.csv", per_lr)
     selected = sort(select_lr(per_lr))
     put("selected.csv", selected)
-    sig = significance.analyse(runs, selected, reference, significance.Settings.from_config(stats))
+    sig = significance.analyse(runs, selected, reference, significance.Settings.from_config(stats), scratch=scratch)
 
     dataset_md = {}
     for ds in datasets:
@@ -128,32 +139,33 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     put("relative_improvement.csv", rel)
     put("relative_improvement.md", rel_md)
 
-    best = tables.best_method(rel, datasets, archs, strategies)
+    best = tables.best_method(rel, datasets, archs, ranked)
     if sig is not None:
         best = significance.flag_best(best, sig.paired, "best_strategy")
-    best_md = tables.best_markdown(best, reference)
+    best_md = tables.best_markdown(best, reference) + not_ranked(scratch, reference)
     put("best_method.csv", best)
     put("best_method.md", best_md)
 
-    eff = tables.effectiveness(rel, strategies, reference, threshold)
+    eff = tables.effectiveness(rel, ranked, reference, threshold)
     if sig is not None:
-        eff = significance.add_counts(eff, sig.paired, strategies, reference)
-    eff_md = tables.effectiveness_markdown(eff, reference, threshold)
+        eff = significance.add_counts(eff, sig.paired, ranked, reference)
+    eff_md = tables.effectiveness_markdown(eff, reference, threshold) + not_ranked(scratch, reference)
     put("effectiveness.csv", eff)
     put("effectiveness.md", eff_md)
 
     # the paper's Tables 11 and 12, by the same functions the published report feeds the paper's Tables 3-10
     scores = main_scores(rel)
-    t11 = tables.best_per_dataset(scores, reference, datasets, archs, strategies)
+    scores = scores[~scores["strategy"].isin(scratch)].reset_index(drop=True)  # the paper has no scratch row
+    t11 = tables.best_per_dataset(scores, reference, datasets, archs, ranked)
     if sig is not None:
         t11 = significance.flag_best(t11, sig.paired, "strategy")
-    t11_md = tables.table11_markdown(t11, reference)
+    t11_md = tables.table11_markdown(t11, reference) + not_ranked(scratch, reference)
     put("table11.csv", t11)
     put("table11.md", t11_md)
-    t12 = tables.effectiveness_counts(scores, reference, threshold, datasets, archs, strategies)
+    t12 = tables.effectiveness_counts(scores, reference, threshold, datasets, archs, ranked)
     if sig is not None:
         t12 = significance.add_table12_counts(t12, sig.paired, archs, reference)
-    t12_md = tables.table12_markdown(t12, archs, reference, threshold)
+    t12_md = tables.table12_markdown(t12, archs, reference, threshold) + not_ranked(scratch, reference)
     put("table12.csv", t12)
     put("table12.md", t12_md)
 
@@ -168,7 +180,7 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     if sig is not None:
         put("intervals.csv", sort(sig.intervals, ("metric",)))
         put("paired_comparison.csv", sort(sig.paired))
-        put("paired_comparison.md", significance.paired_markdown(sort(sig.paired), reference))
+        put("paired_comparison.md", significance.paired_markdown(sort(sig.paired), reference, scratch))
         for ds in datasets:
             put(f"tables/{ds}_intervals.md", significance.interval_markdown(sig.intervals, ds, archs, strategies,
                                                                            runs.dataset_metrics[ds]))
@@ -181,8 +193,19 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
                   "(predictions.parquet beside metrics.json), so no interval or paired test could be computed.\n")
 
     put("report.md", _report_md(runs, per_lr, selected, datasets, archs, strategies, reference, dataset_md, rel_md,
-                                best_md, eff_md, t11_md, t12_md, sig_md, figure_notes, intervals=sig is not None))
+                                best_md, eff_md, t11_md, t12_md, sig_md, figure_notes, intervals=sig is not None,
+                                scratch=scratch))
     return written
+
+
+def not_ranked(scratch: list[str], reference: str) -> str:
+    """The note under a table that ranks the fine-tuning strategies, naming those trained from scratch it leaves
+    out ("" when none)."""
+    if not scratch:
+        return ""
+    return (f"\nNot ranked here: {', '.join(scratch)} (trained from the architecture's random initialisation, the "
+            f"reference that says whether transfer helps: its rows are in the per-dataset tables, and its paired test "
+            f"against {reference} in the paired comparisons).\n")
 
 
 def main_scores(rel: pd.DataFrame) -> pd.DataFrame:
@@ -252,7 +275,8 @@ def _left_out(notes: list[str]) -> list[str]:
 
 
 def _report_md(runs: Runs, per_lr, selected, datasets, archs, strategies, reference, dataset_md, rel_md, best_md,
-               eff_md, t11_md, t12_md, sig_md, figure_notes: dict[str, list[str]], intervals: bool) -> str:
+               eff_md, t11_md, t12_md, sig_md, figure_notes: dict[str, list[str]], intervals: bool,
+               scratch: list[str] = ()) -> str:
     """Every table and figure, each section headed by its caption (report/classification/<name>.rst)."""
     t = runs.table
     lrs = " ".join(f"{v:g}" for v in sorted(set(t["lr"])))
@@ -261,7 +285,8 @@ def _report_md(runs: Runs, per_lr, selected, datasets, archs, strategies, refere
         "# Classification report\n",
         f"{len(t)} training jobs. Datasets: {', '.join(datasets)}. Architectures: {', '.join(archs)}. "
         f"Strategies: {', '.join(strategies)}. Learning rates: {lrs}. Seeds: {seeds}. "
-        f"Reference strategy: {reference}.\n",
+        f"Reference strategy: {reference}."
+        + (f" Trained from scratch (does transfer help?): {', '.join(scratch)}." if scratch else "") + "\n",
         "Primary metric per dataset: " + ", ".join(f"{d} ({tables.label(runs.primary[d])})" for d in datasets) + ".\n",
         "Each section starts with the caption Snakemake's HTML report (`snakemake --report report.html`) shows beside "
         "the same result.\n",

@@ -24,7 +24,9 @@ Method (the same text is in report.md and the README):
   instead (fast DeLong, Sun & Xu 2014, over all seeds of both strategies at once).
 - **Multiple comparisons.** Holm's correction over the strategies compared with the reference within
   each (dataset, architecture) (``statsmodels.stats.multitest.multipletests``). A difference is
-  *significant* when its Holm-adjusted p-value is below 1 − confidence level.
+  *significant* when its Holm-adjusted p-value is below 1 − confidence level. Strategies trained from scratch
+  (``random_init``: the reference that says whether transfer helps) are a family of their own: their test asks
+  another question, and adding one changes no other strategy's adjusted p-value.
 """
 from __future__ import annotations
 
@@ -126,6 +128,13 @@ def _kappa(conf: np.ndarray) -> np.ndarray:
     return 1.0 - _safe_div(1.0 - po, 1.0 - pe)
 
 
+def _balanced_accuracy(conf: np.ndarray) -> np.ndarray:
+    """Mean recall over the classes with images (rows of ``conf``: true class), as scikit-learn's
+    ``balanced_accuracy_score``."""
+    support = conf.sum(axis=2)
+    return _nanmean_cols(list(_safe_div(np.diagonal(conf, axis1=1, axis2=2), support).T))
+
+
 def weighted_metric(task: str, name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``name`` (a :data:`medtl.metrics.METRICS` entry) of each weighted resample: shape (B,)."""
     y = np.asarray(y, dtype=np.int64)
@@ -144,10 +153,11 @@ def weighted_metric(task: str, name: str, y: np.ndarray, p: np.ndarray, w: np.nd
         if name == "macro_f1":  # a class with F1 0/0 (no positive, none predicted) is left out, as in medtl.metrics
             tp, fp, fn = w @ (y & pred), w @ ((1 - y) & pred), w @ (y & (1 - pred))
             return _nanmean_cols(list(_safe_div(2 * tp, 2 * tp + fp + fn).T))
-        if name == "kappa":  # a class without positive or without negative images is left out
+        if name in ("kappa", "balanced_accuracy"):  # a class without positive or without negative images is left out
             n_pos = w @ y
+            per = _kappa if name == "kappa" else _balanced_accuracy
             return _nanmean_cols([np.where((n_pos[:, c] > 0) & (n_pos[:, c] < total),
-                                           _kappa(_confusion(y[:, c], pred[:, c], 2, w)), math.nan) for c in classes])
+                                           per(_confusion(y[:, c], pred[:, c], 2, w)), math.nan) for c in classes])
     else:
         k = y.shape[1]
         t, pred = y.argmax(axis=1), p.argmax(axis=1)
@@ -156,6 +166,8 @@ def weighted_metric(task: str, name: str, y: np.ndarray, p: np.ndarray, w: np.nd
         conf = _confusion(t, pred, k, w)
         if name == "kappa":
             return _kappa(conf)
+        if name == "balanced_accuracy":
+            return _balanced_accuracy(conf)
         if name == "macro_f1":
             tp = np.diagonal(conf, axis1=1, axis2=2)
             return _nanmean_cols(list(_safe_div(2 * tp, conf.sum(axis=2) + conf.sum(axis=1)).T))
@@ -481,7 +493,9 @@ INTERVAL_COLUMNS = ["dataset", "arch", "strategy", "lr", "metric", "mean", "esti
 PAIRED_COLUMNS = ["dataset", "arch", "strategy", "lr", "reference", "reference_lr", "metric", "mean",
                   "reference_mean", "diff", "ci_low", "ci_high", "relative_pct", "relative_ci_low_pct",
                   "relative_ci_high_pct", "p", "p_holm", "significant", "better", "worse", "test", "seed_se",
-                  "paired_seeds", "resampled", "n_images", "n_units", "n_seeds", "confidence_level"]
+                  "paired_seeds", "resampled", "n_images", "n_units", "n_seeds", "confidence_level", "holm_family"]
+#: ``holm_family`` of the strategies and of those trained from scratch (each corrected on its own)
+FAMILY_STRATEGIES, FAMILY_SCRATCH = "strategies", "scratch"
 
 
 @dataclass
@@ -490,6 +504,7 @@ class Significance:
     paired: pd.DataFrame      # PAIRED_COLUMNS: one row per (dataset, arch, strategy other than the reference)
     notes: list[str]
     settings: Settings
+    scratch: list[str] = field(default_factory=list)  # strategies trained from scratch: their own Holm family
 
 
 def _load_split(path: Path, split: str = "test"):
@@ -547,12 +562,15 @@ def load_groups(runs, selected: pd.DataFrame, notes: list[str]) -> dict[tuple[st
     return out
 
 
-def analyse(runs, selected: pd.DataFrame, reference: str, settings: Settings | None = None) -> Significance | None:
+def analyse(runs, selected: pd.DataFrame, reference: str, settings: Settings | None = None,
+            scratch: list[str] | tuple = ()) -> Significance | None:
     """Intervals and paired tests for every (dataset, arch) of a run; ``None`` when no job kept predictions.
 
     ``runs``: :func:`medtl.report.collect.collect_runs` (its ``file`` column locates each job's predictions);
-    ``selected``: :func:`medtl.report.select.select_lr`."""
+    ``selected``: :func:`medtl.report.select.select_lr`; ``scratch``: the strategies trained from scratch, compared
+    with the reference like the others but Holm-corrected as a family of their own (``holm_family``)."""
     settings = settings or Settings()
+    scratch = [s for s in dict.fromkeys(scratch) if s != reference]
     notes: list[str] = []
     if not any(p.is_file() for p in map(_pred_path, runs.table["file"])):
         return None
@@ -575,7 +593,10 @@ def analyse(runs, selected: pd.DataFrame, reference: str, settings: Settings | N
         pr = res.paired.assign(dataset=ds, arch=arch, confidence_level=settings.confidence_level)
         pr["lr"] = [lrs[s] for s in pr["strategy"]]
         pr["reference_lr"] = lrs.get(reference, math.nan)
-        pr["p_holm"] = holm(pr["p"])
+        pr["holm_family"] = [FAMILY_SCRATCH if s in scratch else FAMILY_STRATEGIES for s in pr["strategy"]]
+        pr["p_holm"] = math.nan
+        for _, family in pr.groupby("holm_family", sort=False):
+            pr.loc[family.index, "p_holm"] = holm(family["p"])
         pr["significant"] = pr["p_holm"] < settings.alpha
         pr["better"] = pr["significant"] & (pr["diff"] > 0)
         pr["worse"] = pr["significant"] & (pr["diff"] < 0)
@@ -583,7 +604,8 @@ def analyse(runs, selected: pd.DataFrame, reference: str, settings: Settings | N
     intervals = (pd.concat(intervals, ignore_index=True) if intervals else pd.DataFrame())
     paired = (pd.concat(paired, ignore_index=True) if paired else pd.DataFrame())
     return Significance(intervals=intervals.reindex(columns=INTERVAL_COLUMNS),
-                        paired=paired.reindex(columns=PAIRED_COLUMNS), notes=notes, settings=settings)
+                        paired=paired.reindex(columns=PAIRED_COLUMNS), notes=notes, settings=settings,
+                        scratch=scratch)
 
 
 def _pred_path(metrics_file) -> Path:
@@ -648,11 +670,55 @@ def interval_markdown(intervals: pd.DataFrame, dataset: str, archs: list[str], s
     return caption + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) + "\n"
 
 
-def paired_markdown(paired: pd.DataFrame, reference: str) -> str:
-    from .tables import label
+def _transfer(scratch_better, scratch_worse, p_holm) -> str:
+    """Scratch significantly worse than the reference: transfer helps; significantly better: it hurts."""
+    if p_holm is None or not math.isfinite(p_holm):
+        return "n/a"
+    return "hurts" if scratch_better else "helps" if scratch_worse else "–"
 
+
+def paired_markdown(paired: pd.DataFrame, reference: str, scratch: list[str] | tuple = ()) -> str:
+    """The paired comparisons of the strategies with the reference, then (with ``scratch``: the strategies trained
+    from scratch) whether transfer helps: the reference against each of them, as the gain of transfer."""
     if paired.empty:
         return f"No paired comparisons with {reference} (no predictions, or no {reference} runs).\n"
+    from_scratch = paired["strategy"].isin([s for s in scratch if s != reference])
+    text = _strategies_markdown(paired[~from_scratch], reference) if (~from_scratch).any() else ""
+    if from_scratch.any():
+        text += ("\n" if text else "") + transfer_markdown(paired[from_scratch], reference)
+    return text
+
+
+def transfer_markdown(paired: pd.DataFrame, reference: str) -> str:
+    """Does transfer help here? Per (dataset, arch): the reference (fine-tuned from the architecture's weights)
+    against the strategy trained from scratch, as the gain of transfer (reference − scratch: the paired row's
+    difference with its sign turned, the interval with it), p Holm-adjusted within the scratch family."""
+    from .tables import label
+
+    level = 100 * paired["confidence_level"].iloc[0]
+    md = pd.DataFrame({
+        "Dataset": paired["dataset"], "Arch": paired["arch"], "Metric": [label(m) for m in paired["metric"]],
+        f"{reference} (transfer)": [_fmt(v) for v in paired["reference_mean"]],
+        "From scratch": [f"{s}: {_fmt(v)}" for s, v in zip(paired["strategy"], paired["mean"])],
+        f"Gain of transfer ({reference} − scratch)": [f"{-d:+.3f}" if math.isfinite(d) else "n/a"
+                                                      for d in paired["diff"]],
+        f"{level:g}% CI": [f"[{_fmt(-b)}, {_fmt(-a)}]" for a, b in zip(paired["ci_low"], paired["ci_high"])],
+        "p": [_fmt_p(p) for p in paired["p"]],
+        "p (Holm)": [_fmt_p(p) for p in paired["p_holm"]],
+        "Transfer": [_transfer(b, w, p) for b, w, p in zip(paired["better"], paired["worse"], paired["p_holm"])],
+        "Test": paired["test"],
+    })
+    caption = (f"**Does transfer help?** {reference} of each architecture, started from its weights, against the "
+               f"same architecture trained from its random initialisation (scratch), on the primary metric, paired "
+               f"on the same test images and seeds: the gain of transfer ({reference} − scratch), its {level:g}% "
+               f"interval and p-value; Holm-adjusted over the scratch strategies of each (dataset, architecture), a "
+               f"family of its own. *helps* / *hurts*: significant after the correction.\n\n")
+    return caption + md.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+def _strategies_markdown(paired: pd.DataFrame, reference: str) -> str:
+    from .tables import label
+
     level = 100 * paired["confidence_level"].iloc[0]
     md = pd.DataFrame({
         "Dataset": paired["dataset"], "Arch": paired["arch"], "Strategy": paired["strategy"],
@@ -765,7 +831,9 @@ def report_section(sig: "Significance", datasets: list[str], archs: list[str], s
         "[Intervals CSV](intervals.csv) · [Paired comparisons CSV](paired_comparison.csv) · "
         "[Markdown](paired_comparison.md)\n",
         f"This run: {100 * st.confidence_level:g}% intervals, {st.n_resamples} bootstrap resamples (seed {st.seed}); "
-        f"each strategy against {reference}, *significant* = Holm-adjusted p < {st.alpha:g}.\n",
+        f"each strategy against {reference}, *significant* = Holm-adjusted p < {st.alpha:g}"
+        + (f"; trained from scratch ({', '.join(sig.scratch)}): against {reference} too, Holm-corrected on "
+           f"their own, in the table that asks whether transfer helps" if sig.scratch else "") + ".\n",
     ]
     if sig.notes:
         parts += ["Notes:\n", "".join(f"- {n}\n" for n in sig.notes)]
@@ -776,7 +844,7 @@ def report_section(sig: "Significance", datasets: list[str], archs: list[str], s
     parts += ["### Forest plots\n", caption("classification/forest")]
     parts += [f"![Forest plot {ds}](figures/forest_{ds}.png)\n" for ds in datasets]
     parts += ["### Paired comparisons\n", caption("classification/paired_comparison"),
-              paired_markdown(sig.paired, reference)]
+              paired_markdown(sig.paired, reference, sig.scratch)]
     return "\n".join(parts)
 
 
