@@ -605,40 +605,81 @@ def test_spft_multilabel_trains_with_class_weights(make_net, make_context, make_
     assert set(scores) >= {"auroc", "map"}
 
 
-def test_spft_ema_update_rule_warms_up(make_net, make_context):
-    """Eq. 7 with the decay warming up with the number of updates (timm ModelEmaV3):
-    decay_t = min(ema_decay, 1 - (1 + t - 1)^(-2/3)); the first update copies the network."""
+def test_spft_ema_update_rule_is_eq7(make_net, make_context):
+    """Eq. 7 with a fixed α, no warm-up: θ_EMA = α θ_EMA + (1 − α) θ at every update, from a copy of the weights
+    when the average starts (here: at its first update, as nothing started it before)."""
     net = make_net("vgg_tiny")
     decay = 0.8
     s = make("spft", net, make_context, ema_decay=decay, head_epochs=0)
+    before = params_of(net)
     s.after_step()
-    assert s.ema_decay_now() == 0.0
-    for t in range(2, 16):
+    assert s.ema_decay_now() == decay
+    for n, p in s.ema.module.net.named_parameters():  # a copy, then one update with the same weights
+        torch.testing.assert_close(p.detach(), before[n])
+    for _ in range(2, 6):
         first = {n: p.detach().clone() for n, p in s.ema.module.net.named_parameters()}
         with torch.no_grad():
             for p in net.parameters():
                 p.add_(1.0)
         live = params_of(net)
         s.after_step()
-        d = min(decay, 1 - (1 + (t - 1)) ** (-2 / 3))
-        assert s.ema_decay_now() == pytest.approx(d)
+        assert s.ema_decay_now() == decay
         for n, p in s.ema.module.net.named_parameters():
-            torch.testing.assert_close(p.detach(), d * first[n] + (1 - d) * live[n])
-    assert s.ema_decay_now() == pytest.approx(decay)  # reached the configured decay
+            torch.testing.assert_close(p.detach(), decay * first[n] + (1 - decay) * live[n])
     assert make("spft", net, make_context, ema=False).eval_model() is net
 
 
-def test_spft_ema_short_run_keeps_little_of_the_random_head(make_context, tiny_store):
-    """The user report: decay 0.99 over ~150 steps left 22 % of the random head in the evaluated weights.
-    With the warm-up the EMA weight left on the stage-2 starting point after 150 updates is small."""
-    net = _job_start_net("resnet_tiny", 3, tiny_store)
-    s = make("spft", net, make_context, tiny_store, ema_decay=0.99, head_epochs=0)
-    left = 1.0
-    for t in range(1, 151):
-        left *= s.ema_decay_now() if s.ema is not None and t > 1 else 0.0
-        s.after_step()
-    left *= 1.0
-    assert left < 0.01 and 0.99 ** 150 > 0.2
+def _state64(module) -> dict[str, torch.Tensor]:
+    """Every entry of ``module``'s state dict, floating point ones in float64."""
+    return {k: (v.detach().double() if v.is_floating_point() else v.detach()).clone()
+            for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("alpha", [0.9, 0.999])
+def test_spft_ema_through_fit_is_eq7_from_the_stage1_weights(alpha, make_context, tiny_store):
+    """Through Trainer.fit from a real job's start (pretrained backbone, new head): no EMA in stage 1; when
+    stage 2 begins, θ_EMA is a copy of the weights stage 1 left, and after every stage-2 optimizer step
+    θ_EMA = α θ_EMA + (1 − α) θ with the configured α (eq. 7), recomputed here, in float64, from the live
+    weights after each step. Parameters and BatchNorm statistics alike; the step counter is copied.
+    Fails if the decay is another constant (0.99), warms up, or the average starts from other weights."""
+    store = tiny_store
+    net = _job_start_net("resnet_tiny", store.targets("train").shape[1], store)
+    strategy = make("spft", net, make_context, store, head_epochs=1, top_k=1, ema_decay=alpha)
+    stage2_start, live, average, stage1_steps = {}, [], [], []
+    on_epoch_start, after_step = strategy.on_epoch_start, strategy.after_step
+
+    def spy_epoch_start(epoch, optimizer, probe):
+        if epoch == 1:  # stage 2 begins: the weights stage 1 left
+            stage2_start.update(_state64(net.net))
+        on_epoch_start(epoch, optimizer, probe)
+
+    def spy_after_step():
+        after_step()
+        if strategy._epoch == 0:
+            stage1_steps.append(strategy.ema.module)
+        else:
+            live.append(_state64(net.net))
+            average.append(_state64(strategy.ema.module.net))
+
+    strategy.on_epoch_start, strategy.after_step = spy_epoch_start, spy_after_step
+    trainer_for(strategy, store, epochs=3, batch_size=8).fit()
+
+    n_batches = -(-len(store.indices("train")) // 8)
+    assert stage1_steps == [None] * n_batches  # stage 1: no average yet
+    assert len(live) == 2 * n_batches and strategy.ema.updates == 2 * n_batches
+    expected = dict(stage2_start)
+    for t, (theta, got) in enumerate(zip(live, average), start=1):
+        for k, v in got.items():
+            if v.is_floating_point():
+                expected[k] = alpha * expected[k] + (1 - alpha) * theta[k]
+                torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-7, msg=f"update {t}: {k}")
+            else:
+                assert torch.equal(v, theta[k]), f"update {t}: {k}"
+    # the check had something to check: the average is neither the live weights nor stage 1's
+    moved = [k for k in expected if expected[k].is_floating_point() and not torch.equal(live[-1][k], stage2_start[k])]
+    assert moved
+    assert any(not torch.allclose(average[-1][k], live[-1][k], rtol=1e-4, atol=1e-6) for k in moved)
+    assert any(not torch.allclose(average[-1][k], stage2_start[k], rtol=1e-4, atol=1e-6) for k in moved)
 
 
 def test_spft_optimizer_groups(make_net, make_context):

@@ -6,8 +6,9 @@ segmentation: ``medtl.segmentation.trainer.SamTuner``); :class:`FitLoop` owns th
 :class:`Checkpointer` writes the loop's state. Detection stays inside Ultralytics' trainer, with its own
 loop, and uses the :class:`Checkpointer` and the EMA's decay rule from here.
 
-:class:`Ema` is the exponential moving average SPFT evaluates in every task: timm's ``ModelEmaV3``, whose
-decay warms up with the number of updates (:func:`ema_decay_rule`), started at its first update (stage 2).
+:class:`Ema` is the exponential moving average SPFT evaluates in every task: its eq. 7,
+θ_EMA ← α θ_EMA + (1 − α) θ with a fixed α (:func:`ema_decay`), started as a copy of the weights when stage 2
+begins (:meth:`Ema.start`) and updated after every optimizer step from then on.
 """
 from __future__ import annotations
 
@@ -18,13 +19,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
-
-if TYPE_CHECKING:
-    from timm.utils.model_ema import ModelEmaV3
 
 from medtl.io import WriteError, temporaries
 from medtl.runtime import rng_state, save_torch, set_rng_state
@@ -33,58 +30,67 @@ from medtl.runtime import rng_state, save_torch, set_rng_state
 #: most this much training; on a CPU after every epoch
 GPU_CHECKPOINT_INTERVAL_S = 120.0
 
-#: timm's decay warm-up (ModelEmaV3, ``use_warmup``): the t-th update averages with min(decay, 1 - (1 + t)^-p)
-EMA_WARMUP = {"warmup_gamma": 1.0, "warmup_power": 2 / 3}
+
+def ema_decay(decay: float, t: int) -> float:
+    """The decay α of the ``t``-th EMA update (t = 1, 2, ... after :meth:`Ema.start`): SPFT's eq. 7 has one fixed
+    α ("the decay factor controlling the contribution of historical parameters"), no warm-up."""
+    return float(decay)
 
 
 def ema_decay_rule(decay: float) -> Callable[[int], float]:
-    """The decay of the ``t``-th EMA update (t = 1: no averaging yet, a copy of the weights), exactly as
-    :class:`Ema` computes it: timm's own ``ModelEmaV3.get_decay``, for code that keeps another EMA object
-    (Ultralytics' ``ModelEMA`` in detection)."""
-    rule = SimpleNamespace(decay=float(decay), min_decay=0.0, update_after_step=0, use_warmup=True, **EMA_WARMUP)
-    from timm.utils.model_ema import ModelEmaV3  # timm costs ~0.4 s to import: only where an EMA is kept
-
-    return lambda t: ModelEmaV3.get_decay(rule, t)
+    """The decay of the ``t``-th EMA update, exactly as :class:`Ema` computes it, for code that keeps another
+    EMA object (Ultralytics' ``ModelEMA`` in detection, whose average holds the trained weights until stage 2)."""
+    return lambda t: ema_decay(decay, t)
 
 
 class Ema:
-    """An exponential moving average of a model's weights (parameters and floating-point buffers), created
-    at its first :meth:`update` from the weights the model has then."""
+    """SPFT's eq. 7: an average of a model's weights (parameters and floating-point buffers, e.g. BatchNorm
+    statistics; integer buffers are copied), θ_EMA ← α θ_EMA + (1 − α) θ after every update with a fixed α,
+    starting from a copy of the weights at :meth:`start` (an :meth:`update` before any start starts it
+    from the weights it is given)."""
 
     def __init__(self, decay: float):
         self.decay = float(decay)
-        self.average: ModelEmaV3 | None = None
+        self.module: torch.nn.Module | None = None
         self.updates = 0
 
-    def _new(self, model) -> ModelEmaV3:
-        from timm.utils.model_ema import ModelEmaV3
+    def start(self, model) -> None:
+        """θ_EMA ← a copy of ``model``'s weights now (SPFT: when stage 2 begins)."""
+        self.module = copy.deepcopy(model)
+        self.module.eval()
+        self.updates = 0
 
-        return ModelEmaV3(model, decay=self.decay, use_warmup=True, **EMA_WARMUP)
-
+    @torch.no_grad()
     def update(self, model) -> None:
-        if self.average is None:
-            self.average = self._new(model)
+        if self.module is None:
+            self.start(model)
         self.updates += 1
-        self.average.update(model, step=self.updates)  # the first update copies the model
-
-    @property
-    def module(self):
-        return None if self.average is None else self.average.module
+        d = ema_decay(self.decay, self.updates)
+        live = model.state_dict()
+        average, current = [], []
+        for name, avg in self.module.state_dict().items():
+            if avg.is_floating_point():
+                average.append(avg)
+                current.append(live[name].detach().to(avg.dtype))
+            else:
+                avg.copy_(live[name])
+        if average:  # α e + (1 − α) θ written as e + (1 − α)(θ − e): a weight that did not move stays exact
+            torch._foreach_lerp_(average, current, 1.0 - d)
 
     def decay_now(self) -> float | None:
         """The decay the last update used (None before the first)."""
-        return None if self.average is None else self.average.get_decay(self.updates)
+        return ema_decay(self.decay, self.updates) if self.updates else None
 
     def state_dict(self) -> dict:
-        return {"module": None if self.average is None else self.average.module.state_dict(), "updates": self.updates}
+        return {"module": None if self.module is None else self.module.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict, model) -> None:
         """Restore from :meth:`state_dict`; ``model`` gives the average's architecture."""
-        self.updates = int(state.get("updates", 0))
-        self.average = None
+        self.module = None
         if state.get("module") is not None:
-            self.average = self._new(model)
-            self.average.module.load_state_dict(state["module"])
+            self.start(model)
+            self.module.load_state_dict(state["module"])
+        self.updates = int(state.get("updates", 0))
 
 
 def host_copy(obj):

@@ -14,8 +14,9 @@ transformer layers, the stride stages of a detector's backbone, the blocks of SA
   (:meth:`StageSchedule.full`).
 
 SPFT's other components act from stage 2 on (``components_from: stage2``, the paper's Fig. 6) or from
-the first epoch (``start``): class-aware loss weights, and an EMA of the weights whose decay warms up
-(:func:`medtl.fit.ema_decay_rule`). The learning rate follows :class:`WarmupCosine` in every task
+the first epoch (``start``): class-aware loss weights, and an EMA of the weights (eq. 7 with a fixed decay,
+from a copy of the weights when the components start: :class:`medtl.fit.Ema`,
+:func:`medtl.fit.ema_decay_rule`). The learning rate follows :class:`WarmupCosine` in every task
 that schedules it itself (detection keeps Ultralytics' own ``cos_lr``).
 
 Nothing here imports more than the standard library: the workflow reads the declarations while it plans.
@@ -41,8 +42,9 @@ SHARED: dict[str, Callable[[object], Setting]] = {
                                            "(mean 1)"),
     "ema": lambda d: Bool(d, doc="validate, keep and test an exponential moving average of the weights"),
     "ema_decay": lambda d: Number(d, minimum=0, below=1,
-                                  doc="the EMA's decay, reached after its warm-up: the t-th update averages "
-                                      "with min(ema_decay, 1 - (1 + t)^(-2/3))"),
+                                  doc="the EMA's decay α (eq. 7, fixed, no warm-up): after every optimizer "
+                                      "step θ_EMA = α θ_EMA + (1 - α) θ, from a copy of the weights when stage 2 "
+                                      "starts"),
     "components_from": lambda d: Choice(d, choices=("stage2", "start"),
                                         doc="class weights and EMA from stage 2 (the paper's Fig. 6) or from the "
                                             "first epoch"),

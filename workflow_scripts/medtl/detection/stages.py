@@ -16,9 +16,9 @@ The optimizer holds every parameter from the start; a frozen one gets no gradien
 PyTorch's optimizers skip parameters without one (no step, no weight decay), so unfreezing
 needs no new optimizer and a resumed run restores the same optimizer state.
 
-EMA: the evaluated, kept and tested weights are Ultralytics' ``ModelEMA``; its decay is SPFT's rule
-(:func:`medtl.fit.ema_decay_rule`, counted from the first update of stage 2), and 0 -- the EMA is the
-trained weights -- before that and without EMA.
+EMA: the evaluated, kept and tested weights are Ultralytics' ``ModelEMA``; its decay is 0 -- the EMA is the
+trained weights -- before stage 2 and without EMA, so that stage 2 starts from a copy of the weights stage 1
+left, and SPFT's fixed decay of eq. 7 from the first update of stage 2 on (:func:`medtl.fit.ema_decay_rule`).
 
 Resume: Ultralytics' ``last.pt`` holds the EMA in half precision as the model to continue from (and a
 half-precision optimizer state), so a run resumed from it alone continues from other weights than the
@@ -108,7 +108,7 @@ class StageController:
             if m is not None:
                 set_class_weights(m, self.class_weights if active else None)
         if active and self.ema_offset is None and trainer.ema is not None:
-            self.ema_offset = int(trainer.ema.updates)  # the EMA's first update from here copies the weights
+            self.ema_offset = int(trainer.ema.updates)  # the EMA holds the weights stage 1 left: eq. 7 from here
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         record = {"epoch": epoch, "stage": self.schedule.stage_name(epoch, len(self.units)),
                   "units_unfrozen": self.schedule.n_unfrozen(epoch, len(self.units)),

@@ -9,7 +9,7 @@ classification and segmentation have the same meaning here (``medtl.staging.SHAR
   ones), no class weights.
 - ``spft``: staged progressive fine-tuning: stage 1 trains the neck and head with the backbone frozen
   (its BatchNorm statistics too); stage 2 unfreezes backbone units from the top; from stage 2, an
-  EMA of the weights (what gets validated, kept and tested; its decay warms up as classification's)
+  EMA of the weights (what gets validated, kept and tested; eq. 7 with a fixed decay, as classification's)
   and class-aware loss weights through Ultralytics' ``cls_pw`` (inverse class frequency to
   ``class_weights_power``, mean 1) -- only where the library's loss honours them, i.e. YOLO's BCE
   classification loss. RT-DETR's varifocal loss has no class weights, so there the setting is recorded

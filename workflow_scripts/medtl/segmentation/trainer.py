@@ -154,6 +154,8 @@ class SamTuner(Learner):
         order = rng.permutation(len(self.train_data))
         frozen_encoder = self.schedule.n_unfrozen(epoch, len(self.units)) == 0
         averaging = self.ema is not None and components_active(self.settings, epoch)
+        if averaging and self.ema.module is None:
+            self.ema.start(self.sam)  # eq. 7's average starts as the weights stage 1 left
         self.sam.train()
         total, n = 0.0, 0
         for start in range(0, len(order), self.loop.batch_size):
@@ -170,7 +172,7 @@ class SamTuner(Learner):
             self.optimizer.step()
             self.scheduler.step()
             if averaging:
-                self.ema.update(self.sam)  # the first update copies the model
+                self.ema.update(self.sam)  # eq. 7 with the fixed ema_decay
             total += float(loss.detach()) * len(images)
             n += len(images)
         return total / max(n, 1)

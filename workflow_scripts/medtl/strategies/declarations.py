@@ -87,7 +87,7 @@ STRATEGIES.register("spft")(StrategySpec(
     ),
     trains="stage 1: head only for `head_epochs`, plain loss; stage 2: the top `top_k` blocks one by one "
            "(`progressive: false`: all at once; `top_k: 0`: none), class-aware loss weights w_c = N_neg/N_pos "
-           "(mean 1, on each class's whole loss term) refined by per-class validation AUC, EMA weights (decay "
-           "warming up to `ema_decay`) evaluated; throughout AdamW with encoder rate = `encoder_lr_ratio` × lr, "
-           "cosine schedule, bf16 autocast on GPU, early stopping on validation AUROC; the loss is eq. 6's "
-           "per-class binary cross-entropy for every task"))
+           "(mean 1, on each class's whole loss term) refined by per-class validation AUC, EMA weights evaluated "
+           "(eq. 7 with the fixed decay `ema_decay`, from a copy of the weights at the start of stage 2); "
+           "throughout AdamW with encoder rate = `encoder_lr_ratio` × lr, cosine schedule, bf16 autocast on GPU, "
+           "early stopping on validation AUROC; the loss is eq. 6's per-class binary cross-entropy for every task"))

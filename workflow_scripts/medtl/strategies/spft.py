@@ -10,10 +10,10 @@ the plain loss. Stage 2 (every later epoch):
 - class-aware loss weights (eq. 4-6): w_c = N_neg,c / N_pos,c, normalised to mean 1, multiplying
   the whole per-class term of the loss, and refined after each validation by the per-class AUC
   (weaker classes gain weight);
-- an EMA of the weights (eq. 7), which is what gets evaluated. It starts from the weights that
-  stage 1 left and its decay warms up with the number of updates (timm's ``ModelEmaV3``:
-  decay_t = min(ema_decay, 1 - (1 + t)^(-2/3))), so a short run never evaluates a network that
-  still holds most of its random starting head.
+- an EMA of the weights (eq. 7), which is what gets evaluated: a copy of the weights stage 1 left,
+  taken when stage 2 begins, then θ_EMA ← α θ_EMA + (1 − α) θ after every optimizer step with the fixed
+  α = ``ema_decay`` (:class:`medtl.fit.Ema`; no warm-up: the paper's eq. 7 has none, and the copy holds
+  stage 1's trained head, not a random one).
 
 Throughout: AdamW with a lower encoder rate (``encoder_lr_ratio`` x lr) than the head's (lr), a
 cosine schedule, mixed precision on GPU, early stopping on validation AUROC.
@@ -63,7 +63,7 @@ class SPFT(Strategy):
         self.monitor = s["monitor"]
         self._weights = (count_weights(ctx.task, ctx.train_targets) if s["class_weights"]
                          else None)
-        self.ema = Ema(float(s["ema_decay"])) if s["ema"] else None  # averaging from its first update (stage 2)
+        self.ema = Ema(float(s["ema_decay"])) if s["ema"] else None  # started when stage 2 begins
         self._epoch = 0
         self.schedule = StageSchedule.from_settings(s)
 
@@ -74,6 +74,8 @@ class SPFT(Strategy):
     def on_epoch_start(self, epoch, optimizer, probe):
         self._epoch = epoch
         super().on_epoch_start(epoch, optimizer, probe)
+        if self.ema is not None and self.ema.module is None and self.in_stage2(epoch):
+            self.ema.start(self.net)  # eq. 7's θ_EMA starts as the weights stage 1 left
 
     def apply_freezing(self, epoch):
         self._epoch = epoch
@@ -113,7 +115,7 @@ class SPFT(Strategy):
 
     def after_step(self):
         if self.ema is not None and self.in_stage2(self._epoch):
-            self.ema.update(self.net)  # the first update copies the network
+            self.ema.update(self.net)  # eq. 7 with the fixed ema_decay
 
     def ema_decay_now(self) -> float | None:
         """The decay the last EMA update used (None before the first)."""
