@@ -808,3 +808,105 @@ def test_spft_trains_multiclass_data_with_eq6_bce(make_context, tiny_store):
         assert any(w for _, w in seen) and not all(w for _, w in seen)  # weights in stage 2 only
         _, probs = trainer.evaluate(trainer.val)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)  # softmax predictions
+
+
+# -- the early-stopping monitor ---------------------------------------------------------------------------
+def _imbalanced_store(root, task="multiclass"):
+    """A 100-image store (train, val, test: 60, 20, 20) whose validation split is imbalanced: 16 / 2 / 2 images
+    of the three classes (multi-class), or labels with 18, 4 and 2 positives among 20 (multi-label)."""
+    from conftest import tiny_store_arrays
+    from medtl.data.store import write_store
+
+    images, table, meta = tiny_store_arrays(task=task, n=100)
+    val = table["split"].to_numpy() == "val"
+    assert val.sum() == 20
+    if task == "multilabel":
+        rows = np.arange(100)
+        y = np.eye(3, dtype=int)[rows % 3] | np.eye(3, dtype=int)[(rows + 1) % 3] * (rows % 2)[:, None]
+        y[val] = [[1, 0, 0]] * 16 + [[1, 1, 0]] * 2 + [[0, 1, 1]] * 2
+    else:
+        labels = np.arange(100) % 3
+        labels[val] = [0] * 16 + [1] * 2 + [2] * 2
+        y = np.eye(3, dtype=int)[labels]
+    for c, name in enumerate(meta["classes"]):
+        table[name] = y[:, c]
+
+    def fill(out):
+        out[:] = images
+
+    return write_store(root, len(images), images.shape[1:3], images.shape[3], fill, table, meta)
+
+
+def test_monitor_balanced_accuracy_selects_another_epoch_than_accuracy(tmp_path, make_context, monkeypatch):
+    """Through the trainer's selection (Trainer.fit: validation metrics, the best epoch): on an imbalanced
+    validation split the network predicts, epoch by epoch, (0) the majority class everywhere, (1) every
+    minority image right and 10 of the 16 majority images, (2) a minority class everywhere. Accuracy
+    (0.80, 0.70, 0.10) keeps epoch 0; balanced accuracy (1/3, 0.875, 1/3) keeps epoch 1. The history's
+    values are scikit-learn's balanced_accuracy_score of the predicted labels."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    from medtl.training import trainer as trainer_module
+
+    store = _imbalanced_store(tmp_path / "store")
+    y_val = store.targets("val").argmax(axis=1)
+    assert np.bincount(y_val).tolist() == [16, 2, 2]
+    predicted = [np.zeros(20, int), np.r_[[0] * 10, [1] * 6, 1, 1, 2, 2], np.ones(20, int)]
+    outcomes = {}
+    for monitor in ("accuracy", "balanced_accuracy"):
+        net = _job_start_net("resnet_tiny", 3, store)
+        calls = iter(range(3))
+
+        def scripted(model, data, norm, task, batch_size, autocast=None):
+            labels = predicted[next(calls)]
+            return np.eye(3)[labels] * 0.8 + 0.1  # rows sum to 1, argmax = labels
+
+        monkeypatch.setattr(trainer_module, "predict", scripted)
+        strategy = make("ft", net, make_context, store)
+        outcomes[monitor] = trainer_for(strategy, store, epochs=3, monitor=monitor,
+                                        metrics=["accuracy", "balanced_accuracy"]).fit()
+    for monitor, outcome in outcomes.items():
+        for epoch, row in enumerate(outcome.history):
+            assert row["val_accuracy"] == pytest.approx(accuracy_score(y_val, predicted[epoch]))
+            assert row["val_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_val, predicted[epoch]))
+    assert [r["val_balanced_accuracy"] for r in outcomes["accuracy"].history] == pytest.approx([1 / 3, 0.875, 1 / 3])
+    assert outcomes["accuracy"].best_epoch == 0 and outcomes["balanced_accuracy"].best_epoch == 1
+    assert outcomes["balanced_accuracy"].best_score == pytest.approx(0.875)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_monitored_balanced_accuracy_is_sklearns_through_fit(task, tmp_path, make_context):
+    """Real training, monitor balanced_accuracy: each epoch's monitored value (history, best score) is computed
+    here independently from the validation probabilities: scikit-learn's balanced_accuracy_score of the argmax
+    (multi-class); the mean over labels with both positive and negative images of each label's
+    balanced_accuracy_score at threshold 0.5 (multi-label)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from medtl.training import trainer as trainer_module
+
+    store = _imbalanced_store(tmp_path / "store", task)
+    y = np.asarray(store.targets("val"))
+    seen = []
+    original = trainer_module.predict
+
+    def spy(*args, **kwargs):
+        probs = original(*args, **kwargs)
+        seen.append(probs)
+        return probs
+
+    trainer_module.predict = spy
+    try:
+        net = _job_start_net("resnet_tiny", 3, store)
+        strategy = make("ft", net, make_context, store)
+        outcome = trainer_for(strategy, store, epochs=3, monitor="balanced_accuracy").fit()
+    finally:
+        trainer_module.predict = original
+    assert len(seen) == 3
+    expected = []
+    for probs in seen:
+        if task == "multiclass":
+            expected.append(balanced_accuracy_score(y.argmax(1), probs.argmax(1)))
+        else:
+            both = [c for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
+            expected.append(np.mean([balanced_accuracy_score(y[:, c], probs[:, c] >= 0.5) for c in both]))
+    assert [r["val_balanced_accuracy"] for r in outcome.history] == pytest.approx(expected, abs=1e-12)
+    assert outcome.best_score == pytest.approx(max(expected)) and outcome.best_epoch == int(np.argmax(expected))

@@ -15,6 +15,12 @@ A metric that is undefined on the data at hand is never a silent number (:func:`
   is one class, any metric of an empty split), is NaN here and null in ``metrics.json``, with its reason
   (:attr:`Evaluation.undefined`).
 
+Balanced accuracy (``balanced_accuracy``) is the mean per-class recall -- torchmetrics' macro ``Accuracy``, on
+which the first study's released trainer (davilac/BioTune) early-stops: scikit-learn's ``balanced_accuracy_score``
+of the predicted labels for binary and multi-class data, a class without images in the split left out; for
+multi-label data, the mean over classes of each binary problem's balanced accuracy ((TPR + TNR) / 2), a class
+without positive or without negative images left out (as for kappa).
+
 :func:`compute` gives the numbers alone (NaN where undefined), :func:`evaluate` the numbers with the
 classes left out and the reasons, as a job writes them into ``metrics.json``.
 """
@@ -31,7 +37,8 @@ from medtl.metric_names import METRICS
 HIGHER_IS_BETTER = {m: True for m in METRICS}
 
 #: what each metric is called in a sentence
-NAMES = {"auroc": "AUROC", "map": "mAP", "accuracy": "accuracy", "kappa": "kappa", "macro_f1": "macro F1"}
+NAMES = {"auroc": "AUROC", "map": "mAP", "accuracy": "accuracy", "kappa": "kappa", "macro_f1": "macro F1",
+         "balanced_accuracy": "balanced accuracy"}
 #: the practice a left-out class follows, said once wherever classes are left out
 PRACTICE = "left out of these macro means, as CheXpert's evaluation leaves out a class without positives"
 
@@ -176,10 +183,11 @@ def evaluate(task: str, y: np.ndarray, p: np.ndarray, names: list[str], classes:
                 elif name == "macro_f1":
                     f1 = _f1((y & pred).sum(0), ((1 - y) & pred).sum(0), (y & (1 - pred)).sum(0))
                     _macro_f1(ev, f1, split)
-                elif name == "kappa":
+                elif name in ("kappa", "balanced_accuracy"):
+                    score = skm.cohen_kappa_score if name == "kappa" else skm.balanced_accuracy_score
                     for c in np.flatnonzero(~both):
                         ev._exclude(classes[c], name, _target_reason(int(pos[c]), n, classes[c], split))
-                    ev.scores[name] = _mean(skm.cohen_kappa_score(y[:, c], pred[:, c]) for c in np.flatnonzero(both))
+                    ev.scores[name] = _mean(score(y[:, c], pred[:, c]) for c in np.flatnonzero(both))
                     if not both.any():
                         ev.undefined[name] = _no_class_reason(pos, n, classes, split)
             else:
@@ -190,6 +198,10 @@ def evaluate(task: str, y: np.ndarray, p: np.ndarray, names: list[str], classes:
                     conf = skm.confusion_matrix(t, pred, labels=list(range(k)))
                     tp = np.diag(conf)
                     _macro_f1(ev, _f1(tp, conf.sum(0) - tp, conf.sum(1) - tp), split)
+                elif name == "balanced_accuracy":  # mean recall over the classes with images in the split
+                    for c in np.flatnonzero(pos == 0):
+                        ev._exclude(classes[c], name, _target_reason(0, n, classes[c], split))
+                    ev.scores[name] = float(skm.balanced_accuracy_score(t, pred))
                 elif name == "kappa":
                     value = float(skm.cohen_kappa_score(t, pred, labels=list(range(k))))
                     ev.scores[name] = value

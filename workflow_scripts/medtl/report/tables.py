@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-LABELS = {"map": "mAP", "accuracy": "Accuracy", "auroc": "AUROC", "kappa": "Kappa", "macro_f1": "Macro F1"}
+LABELS = {"map": "mAP", "accuracy": "Accuracy", "auroc": "AUROC", "kappa": "Kappa", "macro_f1": "Macro F1",
+          "balanced_accuracy": "Balanced accuracy"}
 
 
 def label(metric: str) -> str:
