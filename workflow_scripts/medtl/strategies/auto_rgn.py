@@ -33,6 +33,8 @@ NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 class AutoRGN(Strategy):
+    own_rates = "every tensor's rate from its RGN, each epoch"
+
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)
         self.frozen_norm = self._norm_parameters() if self.settings["norm_layers"] == "frozen" else set()

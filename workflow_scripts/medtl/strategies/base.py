@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from medtl.models.network import Network
+from medtl.staging import WarmupCosine
 
 
 @dataclass
@@ -33,6 +34,40 @@ class Context:
     #: mode of the frozen blocks' BatchNorm and dropout: "eval" (statistics fixed, as linear probing
     #: defines it) or "train" (statistics adapt: the first study's authors call model.train())
     frozen_bn: str = "eval"
+    #: ``training.schedule`` (schemas/config.schema.yaml): the rate over the run; None = constant
+    schedule: dict | None = None
+
+
+@dataclass
+class MultiStep:
+    """The learning-rate factor of optimizer step ``step``: ``gamma`` to the number of ``milestones`` (epochs,
+    counted from 0) reached by the step's epoch, i.e. torch's ``MultiStepLR`` stepped once per epoch (MedMNIST v2's
+    schedule). A callable object rather than a closure, so that ``LambdaLR`` saves it with the scheduler's state."""
+    steps_per_epoch: int
+    milestones: tuple[int, ...]
+    gamma: float = 0.1
+
+    def __call__(self, step: int) -> float:
+        epoch = step // max(1, self.steps_per_epoch)
+        return self.gamma ** sum(epoch >= m for m in self.milestones)
+
+
+def schedule_type(schedule: dict | None) -> str:
+    return (schedule or {}).get("type", "constant")
+
+
+def lr_factor(schedule: dict | None, epochs: int, steps_per_epoch: int):
+    """The factor of the base rates at each optimizer step under ``training.schedule`` (its settings as the schema
+    declares them), or None for a constant rate."""
+    kind = schedule_type(schedule)
+    if kind == "constant":
+        return None
+    steps = max(1, int(steps_per_epoch))
+    if kind == "multistep":
+        return MultiStep(steps, tuple(int(m) for m in schedule["milestones"]), float(schedule.get("gamma", 0.1)))
+    if kind == "cosine":
+        return WarmupCosine(total=max(1, int(epochs) * steps), warmup=int(schedule.get("warmup_epochs", 0)) * steps)
+    raise ValueError(f"training.schedule: unknown type '{kind}'; use constant, multistep or cosine")
 
 
 class Strategy:
@@ -40,11 +75,17 @@ class Strategy:
     settings and fills in the defaults: ``settings`` here is complete and valid."""
     #: metric for early stopping, None = the dataset's primary metric
     monitor: str | None = None
+    #: how a strategy that sets its learning rates itself does so: it takes no ``training.schedule`` but constant
+    own_rates: str | None = None
 
     def __init__(self, ctx: Context, settings: dict[str, Any]):
         self.ctx = ctx
         self.settings = dict(settings)
         self.net = ctx.net
+        if self.own_rates and schedule_type(ctx.schedule) != "constant":
+            raise ValueError(f"training.schedule: {schedule_type(ctx.schedule)} cannot apply to strategy "
+                             f"{type(self).__name__}, which sets its learning rates itself ({self.own_rates}); "
+                             "leave training.schedule unset (constant) in a config with this strategy")
 
     # -- which parameters train -------------------------------------------------
     def trainable_blocks(self, epoch: int) -> set[int] | None:
@@ -110,7 +151,9 @@ class Strategy:
         raise ValueError(f"unknown optimizer '{self.ctx.optimizer}'; use adam, adamw or sgd")
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer):
-        return None
+        """``training.schedule``, stepped after every optimizer step; None (no scheduler) for a constant rate."""
+        factor = lr_factor(self.ctx.schedule, self.ctx.epochs, self.ctx.steps_per_epoch)
+        return None if factor is None else torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def on_epoch_start(self, epoch: int, optimizer: torch.optim.Optimizer, probe) -> None:
         """Called before each epoch; ``probe()`` runs forward/backward on one training batch."""

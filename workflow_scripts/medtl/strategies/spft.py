@@ -57,6 +57,8 @@ def refine_weights(weights: np.ndarray, per_class_auc, gamma: float) -> np.ndarr
 
 
 class SPFT(Strategy):
+    own_rates = "AdamW with its warm-up cosine schedule"
+
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)
         s = self.settings

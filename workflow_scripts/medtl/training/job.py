@@ -41,7 +41,7 @@ def build(hp: dict, store, weights_file: str | None, device: torch.device):
         steps_per_epoch=train.n_batches(int(training["batch_size"])),
         task=store.task, train_targets=store.targets("train"),
         optimizer=training.get("optimizer", "adam"), weight_decay=float(training.get("weight_decay", 0.0)),
-        device=device, frozen_bn=training.get("frozen_bn", "eval"),
+        device=device, frozen_bn=training.get("frozen_bn", "eval"), schedule=training.get("schedule"),
     )
     strategy_cls = STRATEGIES.get(hp["strategy"]["type"])
     strategy = strategy_cls(ctx, **hp["strategy"]["settings"])
