@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 from torchvision.models.densenet import DenseNet
-from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.models.vgg import VGG, make_layers
 
 
@@ -72,3 +72,30 @@ class TinyVGG(VGG):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
+
+
+# MedMNIST v2's own baselines (Yang et al., Scientific Data 2023; MedMNIST/experiments MedMNIST2D/models.py, adapted
+# from kuangliu/pytorch-cifar): ResNet-18 / ResNet-50 for 28 px images with the CIFAR stem.
+class CifarResNet(ResNet):
+    """torchvision's ResNet with the CIFAR stem of MedMNIST's models: a 3×3 first convolution with stride 1 and
+    padding 1, no max-pool. Blocks, widths, shortcuts (1×1 convolution + BatchNorm where the shape changes,
+    the stride on the 3×3 convolution of a bottleneck), the average pool and the linear head are theirs;
+    the parameter counts equal theirs with three input channels (``tests/test_medmnist_v2.py``). Every layer
+    starts from PyTorch's default initialisation, as their plain ``nn.Module`` layers do (torchvision's ResNet
+    would use Kaiming-normal convolutions)."""
+
+    def __init__(self, num_classes: int, block: type[nn.Module], layers: list[int]):
+        super().__init__(block, layers, num_classes=num_classes)
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.maxpool = nn.Identity()
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+                m.reset_parameters()
+
+
+def resnet18_cifar(num_classes: int) -> CifarResNet:
+    return CifarResNet(num_classes, BasicBlock, [2, 2, 2, 2])
+
+
+def resnet50_cifar(num_classes: int) -> CifarResNet:
+    return CifarResNet(num_classes, Bottleneck, [3, 4, 6, 3])

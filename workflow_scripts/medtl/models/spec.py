@@ -129,6 +129,15 @@ ARCHS.register("densenet_tiny")(ArchSpec(
     default_preprocess=_DEMO))
 ARCHS.register("vgg_tiny")(ArchSpec(
     f"{_TV}:TinyVGG", f"{_TV}:vgg_blocks", head="classifier.6", family="vgg", n_blocks=6, default_preprocess=_DEMO))
+# MedMNIST v2's baselines at 28 px (configs/medmnist_v2.yaml): the CIFAR stem (3x3 convolution, stride 1, no
+# max-pool), from scratch; the same 6 blocks as resnet50 (stem, 4 stages, head); no ImageNet weights
+_MEDMNIST = {"resize": 28, "crop": 28}
+ARCHS.register("resnet18_cifar")(ArchSpec(
+    f"{_TV}:resnet18_cifar", f"{_TV}:resnet_blocks", head="fc", family="resnet", n_blocks=6,
+    default_preprocess=_MEDMNIST))
+ARCHS.register("resnet50_cifar")(ArchSpec(
+    f"{_TV}:resnet50_cifar", f"{_TV}:resnet_blocks", head="fc", family="resnet", n_blocks=6,
+    default_preprocess=_MEDMNIST))
 
 # ViTs (medtl.models.vit): embeddings, one block per transformer layer, final norm with the head.
 # Layer scale as in DINOv2 (timm's vit_base_patch14_dinov2 starts it at 1e-5; loaded weights replace it);
