@@ -21,7 +21,7 @@ REFERENCE_FILE = Path(__file__).resolve().parents[1] / "references" / "published
 
 def test_the_reference_file_is_valid_and_says_where_everything_comes_from():
     ref = load_reference(REFERENCE_FILE)
-    assert set(ref.studies) == {"davila2024", "spft_rad_dino"}
+    assert set(ref.studies) == {"davila2024", "spft_rad_dino", "medmnist_v2"}
     assert "2406.10050" in ref.studies["davila2024"]["source"]
     for sid, study in ref.studies.items():
         rows = ref.rows[ref.rows["study"] == sid]
