@@ -49,7 +49,8 @@ def make_images(root: Path, n: int, size: int, fmt: str, seed: int = 0) -> list[
 
 def prepare(paths: list[Path], out: Path, resize: int, crop: int):
     """The prepare_dataset rule's path: decode, resize, crop once into the uint8 store."""
-    from medtl.data.store import fill_from_files, write_store
+    from medtl.data.imageio import fill_from_files
+    from medtl.data.store import write_store
 
     labels = pd.DataFrame({"index": range(len(paths)), "split": "train", "group": "",
                            "image_id": [p.name for p in paths], "c0": 0, "c1": 0, "c2": 0})

@@ -259,7 +259,7 @@ def test_a_16bit_set_trains_as_its_8bit_rescaled_copy(stores, tmp_path):
     results = {}
     for name, store in stores.items():
         result = job.run(copy.deepcopy(hp), str(store.root), None, str(tmp_path / name), str(tmp_path / f"{name}.ckpt"))
-        results[name] = json.loads(json.dumps({k: v for k, v in result.items() if k != "seconds"}))
+        results[name] = json.loads(json.dumps({k: v for k, v in result.items() if k not in job.MACHINE_DEPENDENT}))
     for split in ("val", "test"):
         assert results["s16"][split] == pytest.approx(results["s8"][split], abs=1e-6, nan_ok=True), split
     # image by image, not only the (easy) metrics: the same scores
@@ -299,7 +299,7 @@ def test_the_intensity_option_reaches_the_classification_prepare_step(stores, tm
 def test_array_sources_scale_wide_integers_instead_of_wrapping(tmp_path):
     """Sources that ship arrays (.npz): a uint16 array is scaled by its full range, as 16-bit files are,
     not wrapped modulo 256 (65535 -> 255, not 255; 256 -> 1, not 0)."""
-    from medtl.data.store import fill_from_array
+    from medtl.data.imageio import fill_from_array
 
     images = np.array([[[0, 256], [32768, 65535]]] * 2, dtype=np.uint16)
     out = np.zeros((2, 2, 2, 1), dtype=np.uint8)

@@ -14,10 +14,10 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
 from medtl.data.adapters import LabelFileError, rows_text
-from medtl.data.imageio import fill_from_files
+from medtl.data.imageio import fill_from_array, fill_from_files
 from medtl.data.options import image_options
 from medtl.data.registry import DATASETS, RawData
-from medtl.data.store import SPLITS, TASKS, Store, StoreError, fill_from_array, write_store
+from medtl.data.store import SPLITS, TASKS, Store, StoreError, write_store
 from medtl.io import read_json
 
 

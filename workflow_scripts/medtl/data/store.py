@@ -135,37 +135,3 @@ def progress(label: str, total: int, what: str = "decoded") -> Callable[[int], N
     return tick
 
 
-def _as_uint8(a: np.ndarray, where: str) -> np.ndarray:
-    """An array image as 8 bits: wider integers scaled by their type's full range (never wrapped modulo 256),
-    floats by 0-1 (the reader's ``full_range`` rule for image files)."""
-    if a.dtype == np.uint8:
-        return a
-    from medtl.data.imageio import scale_to_uint8
-
-    if np.issubdtype(a.dtype, np.integer):
-        info = np.iinfo(a.dtype)
-        return scale_to_uint8(a, "full_range", (0 if info.min == 0 else info.min, info.max), where=where)
-    if np.issubdtype(a.dtype, np.floating):
-        return scale_to_uint8(a, "full_range", (0.0, 1.0), where=where)
-    raise StoreError(f"{where}: arrays of type {a.dtype} are not images")
-
-
-def fill_from_array(images: np.ndarray, resize: int, crop: int, label: str = "images") -> Callable[[np.ndarray], None]:
-    """For sources that ship arrays (MedMNIST .npz): same resize/crop as image files."""
-    from PIL import Image
-
-    channels = 1 if images.ndim == 3 or images.shape[-1] == 1 else 3
-
-    def fill(out: np.ndarray) -> None:
-        import torchvision.transforms.functional as TF
-
-        tick = progress(label, len(images), "resized")
-        for i, a in enumerate(images):
-            a = _as_uint8(np.asarray(a), f"{label}[{i}]")
-            img = Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[-1] == 1 else a)
-            img = TF.center_crop(TF.resize(img, resize, antialias=True), [crop, crop])
-            arr = np.asarray(img, dtype=np.uint8)
-            out[i] = arr[..., None] if channels == 1 else arr
-            tick(i + 1)
-
-    return fill
