@@ -88,8 +88,11 @@ def copy_workdir(src: Path, dst: Path) -> Path:
 
 def comparable_metrics(path: Path) -> str:
     """A metrics.json without its wall time, as canonical text: exact, and NaN equals NaN."""
+    from medtl.training.job import MACHINE_DEPENDENT  # seconds, training seconds, peak memory
+
     data = json.loads(Path(path).read_text())
-    data.pop("seconds", None)
+    for key in MACHINE_DEPENDENT:
+        data.pop(key, None)
     return json.dumps(data, sort_keys=True)
 
 

@@ -46,7 +46,7 @@ def run_job(hp, store, tmp_path, name):
 
 def comparable(result: dict) -> str:
     """Everything but the wall time, as text: exact, and NaN (a class absent from a split) equals NaN."""
-    return json.dumps({k: v for k, v in result.items() if k != "seconds"}, sort_keys=True)
+    return json.dumps({k: v for k, v in result.items() if k not in job.MACHINE_DEPENDENT}, sort_keys=True)
 
 
 def history(out) -> pd.DataFrame:

@@ -47,9 +47,18 @@ class Network(nn.Module):
         self.block_prefixes = block_prefixes
         self.head_names = (head,) if isinstance(head, str) else tuple(head)
         self.head_name = self.head_names[0]
-        names = [n for n, _ in net.named_parameters()]
+        self.reindex()
+
+    #: set by a strategy that added adapters to the modules (LoRA, DoRA: :mod:`medtl.strategies.peft_adapters`)
+    adapted = False
+
+    def reindex(self) -> None:
+        """Map every parameter to its block, by name: at construction, and again after a strategy added
+        parameters under the blocks' modules (LoRA's ``qkv.base_layer.weight``, ``qkv.lora_A.default.weight``)."""
+        arch = self.arch
+        names = [n for n, _ in self.net.named_parameters()]
         self._block_of: dict[str, int] = {}
-        for i, prefixes in enumerate(block_prefixes):
+        for i, prefixes in enumerate(self.block_prefixes):
             for n in names:
                 if any(_belongs(n, p) for p in prefixes):
                     if n in self._block_of:
@@ -104,9 +113,18 @@ class Network(nn.Module):
                 hook.remove()
         return captured[0] if len(captured) == 1 else torch.cat([c.flatten(1) for c in captured], dim=1)
 
+    def plain_net(self) -> nn.Module:
+        """The model under its own parameter names: ``self.net``, or, where a strategy added adapters to it
+        (:attr:`adapted`), a copy with the adapters merged into the weights they adapt."""
+        if not self.adapted:
+            return self.net
+        from medtl.strategies.peft_adapters import merged_copy
+
+        return merged_copy(self.net)
+
     def backbone_state(self) -> dict[str, torch.Tensor]:
-        """Everything but the head: what pretraining hands on to fine-tuning."""
-        return {k: v for k, v in self.net.state_dict().items() if not self.is_head(k)}
+        """Everything but the head: what pretraining hands on to fine-tuning (adapters merged: :meth:`plain_net`)."""
+        return {k: v for k, v in self.plain_net().state_dict().items() if not self.is_head(k)}
 
     def load_backbone(self, state: dict[str, torch.Tensor]) -> None:
         own = self.net.state_dict()

@@ -77,6 +77,9 @@ class Strategy:
     monitor: str | None = None
     #: how a strategy that sets its learning rates itself does so: it takes no ``training.schedule`` but constant
     own_rates: str | None = None
+    #: a strategy that trains nothing (``knn``): instead of running the trainer, the job gives it the backbone's
+    #: features (``medtl.training.job.fit_without_training``) and writes the same files as every job
+    without_training = False
 
     def __init__(self, ctx: Context, settings: dict[str, Any]):
         self.ctx = ctx
@@ -195,3 +198,17 @@ class Strategy:
         """Resolved settings, written next to the job's results."""
         return dict(self.settings)
 
+
+class FixedBatchNormStatistics:
+    """For strategies that keep the pretrained weights and train a few parameters beside the head (LoRA, DoRA,
+    BitFit): with ``frozen_bn: eval`` the backbone's BatchNorm layers stay in eval mode, their statistics as
+    pretrained, so that the pretrained network changes only in what the strategy trains (dropout, LoRA's too,
+    stays in train mode); ``frozen_bn: train`` lets the statistics adapt."""
+
+    def set_train_mode(self) -> None:
+        super().set_train_mode()
+        if self.ctx.frozen_bn != "eval":
+            return
+        for name, module in self.net.net.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not self.net.is_head(name):
+                module.eval()

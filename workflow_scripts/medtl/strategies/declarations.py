@@ -7,7 +7,7 @@ Adding a strategy: a ``Strategy`` subclass in its own module, and its entry here
 from __future__ import annotations
 
 from medtl.metric_names import METRICS
-from medtl.settings import Bool, Choice, Int, Number, Settings
+from medtl.settings import Bool, Choice, Int, Number, Settings, TextList
 from medtl.staging import SHARED, shared
 from medtl.strategies.spec import STRATEGIES, StrategySpec
 
@@ -95,3 +95,51 @@ STRATEGIES.register("spft")(StrategySpec(
            "(eq. 7 with the fixed decay `ema_decay`, from a copy of the weights at the start of stage 2); "
            "throughout AdamW with encoder rate = `encoder_lr_ratio` × lr, cosine schedule, bf16 autocast on GPU, "
            "early stopping on validation AUROC; the loss is eq. 6's per-class binary cross-entropy for every task"))
+
+# -- parameter-efficient strategies, layer-wise rates and a k-NN probe (issue 21) --------------------------
+ADAPTERS = Settings(
+    rank=Int(8, minimum=1, doc="rank r of each low-rank update B·A"),
+    alpha=Number(16, above=0, doc="scale of the update: B·A × alpha / rank"),
+    dropout=Number(0.0, minimum=0, below=1, doc="dropout on the adapters' input (training only)"),
+    targets=TextList("auto", also=("auto",),
+                     doc="the layers that get adapters: auto (a ViT's fused attention `qkv`; else every convolution "
+                         "and linear layer outside the head, grouped convolutions excepted) or a list of module "
+                         "names, each matching a module named so or ending in `.<name>`"),
+    blocks=Int("all", minimum=0, also=("all",),
+               doc="the parameter blocks whose layers get adapters: all, or the head's block and this many below it"),
+)
+
+STRATEGIES.register("lora")(StrategySpec(
+    "medtl.strategies.peft_adapters:LoRA", ADAPTERS,
+    trains="low-rank adapters (LoRA, Hugging Face `peft`) beside the `targets` layers of the top `blocks` blocks, "
+           "and the new head; every pretrained weight and BatchNorm statistic stays as it was"))
+
+STRATEGIES.register("dora")(StrategySpec(
+    "medtl.strategies.peft_adapters:DoRA", ADAPTERS,
+    trains="as `lora`, weight-decomposed (DoRA, `peft`'s `use_dora`): the adapters update each adapted weight's "
+           "direction and a trained magnitude per output"))
+
+STRATEGIES.register("bitfit")(StrategySpec(
+    "medtl.strategies.bitfit:BitFit",
+    Settings(norm_layers=Choice("biases", choices=("biases", "all", "frozen"),
+                                doc="what of the normalisation layers trains: their shift β as every bias (biases), "
+                                    "their scale γ too (all), or nothing (frozen)")),
+    trains="the bias terms of the pretrained network (BitFit) and the new head; BatchNorm statistics fixed"))
+
+STRATEGIES.register("llrd")(StrategySpec(
+    "medtl.strategies.llrd:LayerwiseDecay",
+    Settings(decay=Number(0.75, above=0, maximum=1,
+                          doc="each block's rate is decay × the rate of the block above it (1: FT)")),
+    trains="everything, block i of n at lr × decay^(n − 1 − i): the head's block at lr (layer-wise rate decay)"))
+
+STRATEGIES.register("knn")(StrategySpec(
+    "medtl.strategies.knn:KNNProbe",
+    Settings(
+        k=Int(11, minimum=1, doc="neighbours that vote (at most the training set)"),
+        metric=Choice("cosine", choices=("cosine", "euclidean"), doc="distance between feature vectors"),
+        weights=Choice("uniform", choices=("uniform", "distance"),
+                       doc="each neighbour's vote: equal, or 1 / distance"),
+    ),
+    trains="nothing: the k nearest training images in the pretrained backbone's (cached) feature space vote "
+           "(scikit-learn's KNeighborsClassifier); probabilities are the votes",
+    frozen_backbone_when=lambda s: True))

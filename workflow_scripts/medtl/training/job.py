@@ -1,6 +1,7 @@
 """One training job: (dataset, architecture, strategy, learning rate, seed) -> metrics."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,10 @@ from medtl.strategies import STRATEGIES, Context
 from medtl.training.batches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, SplitData
 from medtl.training.features import CachedFeatures, describe, uses_frozen_features
 from medtl.training.predictions import FILE as PREDICTIONS, write_predictions
-from medtl.training.trainer import LoopSettings, Trainer, predict
+from medtl.training.trainer import LoopSettings, Outcome, Trainer, predict
+
+#: the keys of metrics.json that differ between two runs of the same job (the machine, its load): the rest is exact
+MACHINE_DEPENDENT = ("seconds", "train_seconds", "peak_memory_mb")
 
 
 def build(hp: dict, store, weights_file: str | None, device: torch.device):
@@ -60,6 +64,50 @@ def load_features(hp: dict, store, features_file: str | None, strategy, device: 
     return CachedFeatures.load(features_file, store, expect, device)
 
 
+def peak_memory(device: torch.device) -> tuple[float, str]:
+    """The job's peak memory in MiB, and what was measured: on a GPU the most its tensors held
+    (``torch.cuda.max_memory_allocated``, reset when the job starts); on a CPU the process's peak resident set
+    (``resource.getrusage``: the Python process, libraries included)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1), "cuda max_memory_allocated"
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1), "process peak RSS"
+
+
+def cost(net: torch.nn.Module, outcome: Outcome, device: torch.device, train_seconds: float) -> dict:
+    """What the job cost beside its scores (metrics.json, the report's cost table): the most parameters that
+    trained in an epoch (history.csv's ``trainable_params``; 0 for a strategy that trains nothing), the model's
+    parameters (adapters included) and their share in %, the seconds the training (or the k-NN fit) took, and the
+    peak memory (:func:`peak_memory`)."""
+    total = sum(p.numel() for p in net.parameters())
+    trainable = max((int(row.get("trainable_params", 0)) for row in outcome.history), default=0)
+    peak, measure = peak_memory(device)
+    return {"trainable_params": trainable, "total_params": total,
+            "trainable_percent": round(100.0 * trainable / total, 4) if total else None,
+            "train_seconds": round(train_seconds, 2), "peak_memory_mb": peak, "peak_memory_of": measure}
+
+
+def fit_without_training(strategy, store, features, data: dict, norm, loop: LoopSettings) -> tuple[Outcome, dict]:
+    """A strategy that trains nothing (``knn``): the backbone's features of every split, from the cache (the
+    ``extract_features`` rule's) or computed as it computes them, and the strategy's probabilities for the val and
+    test splits; the outcome has no epoch and one history row (validation scores, 0 parameters trained)."""
+    started = time.monotonic()
+    if features is not None:
+        x = {split: np.asarray(features.rows[store.indices(split)]) for split in data}
+    else:
+        x = {split: strategy.features_of(d, norm, loop.eval_batch_size) for split, d in data.items()}
+    probs = strategy.fit_predict(x["train"], data["train"].targets.numpy(),
+                                 {split: x[split] for split in data if split != "train"})
+    scores = M.evaluate(store.task, data["val"].targets.numpy(), probs["val"], loop.metrics, loop.classes,
+                        "val").scores
+    row = {"epoch": 0, "stage": strategy.stage(0), "train_loss": math.nan, **{f"val_{k}": v for k, v in scores.items()},
+           "trainable_blocks": 0, "trainable_params": 0, "seconds": time.monotonic() - started}
+    best = scores.get(loop.monitor, math.nan)
+    return Outcome(best_epoch=0, epochs_run=0, best_score=best, history=[row]), probs
+
+
 def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkpoint: str,
         threads: int = 1, features_file: str | None = None, compile: bool | None = None) -> dict:
     """Train, select the best epoch on validation, evaluate on test; write results into ``out_dir``.
@@ -73,6 +121,8 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     out = Path(out_dir)
     store = load_store(store_dir)
     device = resolve_device(hp["training"].get("device", "auto"))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # the job's own peak (metrics.json: peak_memory_mb)
     net, strategy, train, val, norm = build(hp, store, weights_file, device)
     # metrics come from the job's config slice, so changing them needs no new store
     metric_names = list(hp["dataset"].get("metrics") or store.meta["metrics"])
@@ -97,20 +147,29 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     print(f"[train] {hp['dataset']['name']} {hp['arch']['name']} {hp['strategy']['name']} lr={hp['lr']} "
           f"seed={hp['seed']} on {device}: {len(train)} train / {len(val)} val images"
           f"{'; cached backbone features ' + str(features_file) if features else ''}", file=sys.stderr, flush=True)
-    trainer = Trainer(strategy, train, val, norm, loop, checkpoint=Path(checkpoint), signature=signature(hp),
-                      features=features)
-    outcome = trainer.fit(wait=False)  # the last checkpoint is written while the final predictions run
-
     test = SplitData(store.images, store.indices("test"), store.targets("test"), pin=device.type == "cuda")
+    fit_started = time.monotonic()
+    if strategy.without_training:  # knn: no epochs; predictions from the backbone's features
+        trainer = None
+        outcome, fitted_probs = fit_without_training(strategy, store, features, {"train": train, "val": val,
+                                                                                 "test": test}, norm, loop)
+    else:
+        trainer = Trainer(strategy, train, val, norm, loop, checkpoint=Path(checkpoint), signature=signature(hp),
+                          features=features)
+        outcome = trainer.fit(wait=False)  # the last checkpoint is written while the final predictions run
+    train_seconds = time.monotonic() - fit_started
+
     model = strategy.eval_model()
     # a backbone that never trained is the cached one: the head alone gives the predictions
-    from_cache = features is not None and trainer.pristine
+    from_cache = features is not None and trainer is not None and trainer.pristine
     # a metric undefined on a split is null, with its reason; a class left out of a macro mean is named
     result = {"val": {}, "test": {}, "per_class": {}, "excluded_classes": {}, "undefined_metrics": {}}
     split_probs = {}  # kept for predictions.parquet
     try:
         for split, data in (("val", val), ("test", test)):
-            if from_cache:
+            if trainer is None:
+                probs = fitted_probs[split]
+            elif from_cache:
                 probs = predict(model.head_module(), features.splits[split], features.to_device, store.task,
                                 loop.eval_batch_size, trainer.autocast)
             else:
@@ -126,19 +185,22 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
                 for line in evaluation.messages():
                     print(f"[train] {line}", file=sys.stderr, flush=True)
     finally:
-        trainer.wait_for_checkpoint()  # on disk before it is removed, or kept for a rerun after a failure
+        if trainer is not None:
+            trainer.wait_for_checkpoint()  # on disk before it is removed, or kept for a rerun after a failure
     result.update(
         dataset=hp["dataset"]["name"], arch=hp["arch"].get("key", hp["arch"]["name"]),
         strategy=hp["strategy"]["name"],
         lr=float(hp["lr"]), seed=int(hp["seed"]), monitor=monitor, primary_metric=primary,
         best_epoch=outcome.best_epoch, epochs_run=outcome.epochs_run, device=str(device),
         seconds=round(time.monotonic() - started, 2),
+        **cost(net, outcome, device, train_seconds),  # trainable parameters, training seconds, peak memory
     )
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "history.csv") as tmp:
         pd.DataFrame(outcome.history).to_csv(tmp, index=False)
+    amp = trainer is not None and trainer.amp  # knn: no trainer
     write_json(out / "hparams.json", {**hp, "strategy_resolved": strategy.describe(), "monitor": monitor,
-                                      "metrics": metric_names, "device": str(device), "amp": trainer.amp,
+                                      "metrics": metric_names, "device": str(device), "amp": amp,
                                       "compile": loop.compile, "cached_features": features_file if features else None,
                                       "torch": torch.__version__, "signature": signature(hp)})
     write_predictions(out / PREDICTIONS, store, split_probs)  # per image, for intervals and paired tests

@@ -48,7 +48,8 @@ def _settings_table(owners: list[tuple[str, Settings]], first: str) -> str:
 def strategies() -> str:
     from medtl.strategies import STRATEGIES
 
-    order = ["ft", "scratch", "lp", "g_lf", "g_fl", "lp_ft", "l2_sp", "l1_sp", "auto_rgn", "spft"]
+    order = ["ft", "scratch", "lp", "g_lf", "g_fl", "lp_ft", "l2_sp", "l1_sp", "auto_rgn", "spft",
+             "lora", "dora", "bitfit", "llrd", "knn"]
     names = [n for n in order if n in STRATEGIES] + [n for n in STRATEGIES.names() if n not in order]
     lines = ["| name | what trains | settings (defaults) |", "|---|---|---|"]
     for name in names:
