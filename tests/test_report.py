@@ -102,7 +102,7 @@ def test_written_files(report):
     expected = {"all_runs.csv", "per_lr.csv", "selected.csv", "relative_improvement.csv",
                 "relative_improvement.md", "best_method.csv", "best_method.md", "effectiveness.csv",
                 "effectiveness.md", "report.md", "figures/relative_improvement_all.png",
-                "table11.csv", "table11.md", "table12.csv", "table12.md",
+                "table11.csv", "table11.md", "table12.csv", "table12.md", "cost.csv", "cost.md",
                 *(f"tables/{d}.{e}" for d in DATASETS for e in ("csv", "md")),
                 *(f"figures/relative_improvement_{d}.png" for d in DATASETS)}
     assert set(report["written"]) == expected

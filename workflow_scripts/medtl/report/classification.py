@@ -5,6 +5,8 @@ Written into ``out_dir`` (each file atomically; ``report.md`` last):
 - ``all_runs.csv``                 one row per job (nothing dropped: rows == metrics files)
 - ``per_lr.csv``                   mean / SE over seeds for every (dataset, arch, strategy, lr)
 - ``selected.csv``                 the lr chosen on mean validation primary metric, with val/test mean and SE
+- ``cost.csv|.md``                 per (dataset, arch, strategy) at its selected lr: test primary metric beside
+                                   trainable parameters (% of the model), seconds per job, peak memory
 - ``tables/{dataset}.csv|.md``     strategies x (arch, metric) "mean ± se" on test, best marked
 - ``relative_improvement.csv|.md`` % change of the test primary metric over the reference strategy
 - ``best_method.csv|.md``          best strategy per dataset and architecture, and its gain
@@ -119,6 +121,10 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     put("per_lr.csv", per_lr)
     selected = sort(select_lr(per_lr))
     put("selected.csv", selected)
+    cost = sort(tables.cost_table(all_runs, selected))  # what each strategy costs beside its score
+    cost_md = tables.cost_markdown(cost)
+    put("cost.csv", cost)
+    put("cost.md", cost_md)
     sig = significance.analyse(runs, selected, reference, significance.Settings.from_config(stats), scratch=scratch)
 
     dataset_md = {}
@@ -192,10 +198,17 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
         sig_md = ("## Confidence intervals and paired tests\n\nNone: no job kept its predictions "
                   "(predictions.parquet beside metrics.json), so no interval or paired test could be computed.\n")
 
+    sig_md = cost_section(cost_md) + sig_md  # the cost table's section, before the intervals'
     put("report.md", _report_md(runs, per_lr, selected, datasets, archs, strategies, reference, dataset_md, rel_md,
                                 best_md, eff_md, t11_md, t12_md, sig_md, figure_notes, intervals=sig is not None,
                                 scratch=scratch))
     return written
+
+
+def cost_section(cost_md: str) -> str:
+    """report.md's section of the cost table (tables.cost_table), headed by its caption."""
+    return "\n".join(["## Cost beside quality\n", caption("classification/cost"),
+                      "[CSV](cost.csv) · [Markdown](cost.md)\n", cost_md, ""])
 
 
 def not_ranked(scratch: list[str], reference: str) -> str:

@@ -15,6 +15,8 @@ from medtl.metrics import METRICS
 KEY = ("dataset", "arch", "strategy", "lr", "seed")
 REQUIRED = (*KEY, "primary_metric", "val", "test")
 INFO_INT = ("best_epoch", "epochs_run")
+#: what a job cost (medtl.training.job.cost): NaN in files written before jobs recorded it
+COST = ("trainable_params", "total_params", "trainable_percent", "train_seconds", "peak_memory_mb")
 SPLITS = ("val", "test")
 # names end up in file names and table headers; the workflow's wildcards are stricter still
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -132,6 +134,9 @@ def load_run(path: str) -> tuple[dict, dict[str, set[str]]]:
         v = _number(path, k, data.get(k))
         row[k] = v if math.isnan(v) else int(v)
     row["seconds"] = _number(path, "seconds", data.get("seconds"))
+    for k in COST:
+        row[k] = _number(path, k, data.get(k))
+    row["peak_memory_of"] = data.get("peak_memory_of")
 
     names: dict[str, set[str]] = {}
     for split in SPLITS:
@@ -200,7 +205,7 @@ def collect_runs(metric_files: list[str]) -> Runs:
 
     undefined = pd.DataFrame([u for row in rows for u in row.pop("undefined")], columns=UNDEFINED_COLUMNS)
     metrics = metric_order(all_names)
-    columns = [*KEY, "primary_metric", "best_epoch", "epochs_run", "seconds",
+    columns = [*KEY, "primary_metric", "best_epoch", "epochs_run", "seconds", *COST, "peak_memory_of",
                *(f"{s}_{m}" for s in SPLITS for m in metrics), "monitor", "device", "file"]
     table = pd.DataFrame(rows)
     for col in columns:  # metrics a file did not report are NaN

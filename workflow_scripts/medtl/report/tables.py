@@ -451,3 +451,63 @@ def table12_markdown(counts: pd.DataFrame, archs: list[str], reference: str, thr
     note = (f"\n{gaps} (dataset, architecture, strategy) setting(s) lack a score of theirs or of {reference}: they "
             f"count as no improvement.\n") if gaps else ""
     return caption + markdown(md) + note
+
+
+# -- cost beside quality ----------------------------------------------------------------------------------
+COST_COLUMNS = ["dataset", "arch", "strategy", "lr", "n_jobs", "primary_metric", "test_mean", "test_se",
+                "trainable_params", "total_params", "trainable_percent", "seconds_per_job", "train_seconds",
+                "peak_memory_mb", "peak_memory_of"]
+
+
+def fmt_params(trainable: float, percent: float) -> str:
+    """'34,715 (11.2 %)': trainable parameters and their share of the model; 'n/a' where a job did not record it."""
+    if trainable is None or not math.isfinite(trainable):
+        return "n/a"
+    share = f"{percent:.3g} %" if percent is not None and math.isfinite(percent) else "n/a"
+    return f"{int(round(trainable)):,} ({share})"
+
+
+def cost_table(all_runs: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, arch, strategy) at its selected learning rate: the test primary metric (mean ± SE, as
+    in the dataset tables) beside what its jobs cost, over their seeds: trainable parameters (the most in an epoch)
+    and their % of the model, seconds per job (all of it) and of training, peak memory (the highest)."""
+    rows = []
+    for r in selected.to_dict("records"):
+        jobs = all_runs[(all_runs["dataset"] == r["dataset"]) & (all_runs["arch"] == r["arch"])
+                        & (all_runs["strategy"] == r["strategy"]) & np.isclose(all_runs["lr"], r["lr"])]
+        measured = [m for m in jobs.get("peak_memory_of", pd.Series(dtype=object)).dropna().unique()]
+
+        def mean(col: str) -> float:
+            values = jobs[col].to_numpy(dtype=np.float64) if col in jobs else np.array([])
+            return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+
+        peak = jobs["peak_memory_mb"].to_numpy(dtype=np.float64) if "peak_memory_mb" in jobs else np.array([])
+        rows.append({"dataset": r["dataset"], "arch": r["arch"], "strategy": r["strategy"], "lr": r["lr"],
+                     "n_jobs": len(jobs), "primary_metric": r["primary_metric"],
+                     "test_mean": r[f"test_{r['primary_metric']}_mean"], "test_se": r[f"test_{r['primary_metric']}_se"],
+                     "trainable_params": mean("trainable_params"), "total_params": mean("total_params"),
+                     "trainable_percent": mean("trainable_percent"), "seconds_per_job": mean("seconds"),
+                     "train_seconds": mean("train_seconds"),
+                     "peak_memory_mb": float(np.nanmax(peak)) if np.isfinite(peak).any() else math.nan,
+                     "peak_memory_of": " / ".join(sorted(map(str, measured))) or None})
+    return pd.DataFrame(rows, columns=COST_COLUMNS)
+
+
+def cost_markdown(cost: pd.DataFrame) -> str:
+    md = pd.DataFrame({
+        "Dataset": cost["dataset"], "Architecture": cost["arch"], "Strategy": cost["strategy"],
+        "Test (primary)": [f"{label(m)} {fmt_mean_se(a, b)}" for m, a, b in
+                           zip(cost["primary_metric"], cost["test_mean"], cost["test_se"])],
+        "Trainable parameters (% of the model)": [fmt_params(t, p) for t, p in
+                                                  zip(cost["trainable_params"], cost["trainable_percent"])],
+        "Seconds per job": [fmt(v, 1) for v in cost["seconds_per_job"]],
+        "Training s": [fmt(v, 1) for v in cost["train_seconds"]],
+        "Peak memory (MiB)": [fmt(v, 0) for v in cost["peak_memory_mb"]],
+    })
+    measured = sorted({m for v in cost["peak_memory_of"].dropna() for m in str(v).split(" / ")})
+    caption = ("What each strategy costs beside what it scores, at its selected learning rate, over its seeds: the "
+               "parameters that train (the most in any epoch; 0 for knn, which trains nothing) and their share of "
+               "the model (adapters included), the seconds a job takes (all of it, and its training or k-NN fit), "
+               "and the highest peak memory of its jobs"
+               + (f" ({', '.join(measured)})" if measured else "") + ".\n\n")
+    return caption + markdown(md)
