@@ -307,3 +307,20 @@ def test_checkpoint_of_an_older_layout_starts_over(cxr_store, tmp_path, capfd):
     result, _, _ = run_job(hp, cxr_store, tmp_path, "old")
     assert "has an older layout; starting over" in capfd.readouterr().err
     assert comparable(result) == comparable(reference)
+
+
+@pytest.mark.parametrize("strategy", ["ft", "auto_rgn"])
+def test_a_last_batch_of_one_image_joins_the_one_before(strategy, make_net, tiny_store):
+    """30 training images in batches of 29: BatchNorm cannot train on the single image left over (the job
+    crashed); it joins the batch before, for the epoch (one step) and for Auto-RGN's probe batches."""
+    from conftest import context_for, trainer_for
+    from medtl.strategies import STRATEGIES
+
+    net = make_net("resnet_tiny")
+    strategy = STRATEGIES.get(strategy)(context_for(net, tiny_store))
+    trainer = trainer_for(strategy, tiny_store, epochs=1, batch_size=29)
+    steps = []
+    trainer.strategy.after_step = lambda: steps.append(1)
+    trainer.fit()
+    assert len(steps) == 1 == trainer.train.n_batches(29, training=True)
+    assert trainer.train.n_batches(29) == 2  # evaluation keeps its batches (no BatchNorm update there)

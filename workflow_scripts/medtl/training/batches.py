@@ -71,8 +71,17 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def n_batches(self, batch_size: int) -> int:
-        return -(-len(self) // batch_size)
+    def n_batches(self, batch_size: int, training: bool = False) -> int:
+        return len(self.chunks(batch_size, np.arange(len(self)), training))
+
+    @staticmethod
+    def chunks(batch_size: int, order: np.ndarray, training: bool = False) -> list[np.ndarray]:
+        """``order`` cut into batches of ``batch_size``. In training, a last batch of a single image joins the
+        one before it: BatchNorm cannot normalise a batch of one (and would crash the job)."""
+        starts = list(range(0, len(order), batch_size))
+        if training and len(starts) > 1 and len(order) - starts[-1] == 1:
+            starts.pop()
+        return [order[a:b] for a, b in zip(starts, starts[1:] + [len(order)])]
 
     def batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         positions = np.sort(positions)  # ascending rows read the memmap sequentially
@@ -84,9 +93,10 @@ class SplitData:
         y = self.targets[positions]
         return x, (y.pin_memory() if self.pin else y)
 
-    def iterate(self, batch_size: int, order: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iterate(self, batch_size: int, order: np.ndarray | None = None,
+                training: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = np.arange(len(self)) if order is None else order
-        chunks = (order[start:start + batch_size] for start in range(0, len(order), batch_size))
+        chunks = iter(self.chunks(batch_size, order, training))
         if not self.prefetch:
             for chunk in chunks:
                 yield self.batch(chunk)

@@ -42,7 +42,7 @@ def build(hp: dict, store, weights_file: str | None, device: torch.device):
         net=net,
         init_state={n: p.detach().clone() for n, p in net.net.named_parameters()},
         lr=float(hp["lr"]), epochs=int(training["epochs"]),
-        steps_per_epoch=train.n_batches(int(training["batch_size"])),
+        steps_per_epoch=train.n_batches(int(training["batch_size"]), training=True),
         task=store.task, train_targets=store.targets("train"),
         optimizer=training.get("optimizer", "adam"), weight_decay=float(training.get("weight_decay", 0.0)),
         device=device, frozen_bn=training.get("frozen_bn", "eval"), schedule=training.get("schedule"),

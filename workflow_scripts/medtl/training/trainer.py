@@ -156,12 +156,13 @@ class Trainer(Learner):
         (wrapping around), so a strategy probing several batches sees different ones."""
         calls = [0]
 
+        batches = self.train.chunks(self.s.batch_size, order, training=True)
+
         def run():
-            n_batches = max(1, self.train.n_batches(self.s.batch_size))
-            start = (calls[0] % n_batches) * self.s.batch_size
+            chunk = batches[calls[0] % len(batches)]
             calls[0] += 1
             self.strategy.set_train_mode()
-            x, y = self.train.batch(order[start:start + self.s.batch_size])
+            x, y = self.train.batch(chunk)
             self._loss(x, y, self.strategy.class_weights()).backward()
 
         return run
@@ -177,7 +178,7 @@ class Trainer(Learner):
         weights = self.strategy.class_weights()  # constant within an epoch: changes only in on_validation
         total = torch.zeros((), dtype=torch.float64, device=self.strategy.ctx.device)
         n = 0
-        for x, y in data.iterate(self.s.batch_size, order):
+        for x, y in data.iterate(self.s.batch_size, order, training=True):
             loss = self._loss(x, y, weights, cached) + self.strategy.penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
