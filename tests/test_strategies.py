@@ -99,7 +99,7 @@ def test_lp_keeps_backbone_and_its_batchnorm_statistics(arch, make_net, make_con
 # -- gradual unfreezing ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("every", [1, 2])
 @pytest.mark.parametrize("name,last_first", [("g_lf", True), ("g_fl", False)])
-@pytest.mark.parametrize("arch", ["resnet_tiny", "densenet_tiny"])
+@pytest.mark.parametrize("arch", ["resnet_tiny", "densenet_tiny", "vgg_tiny", "vgg_tiny_fc_split"])
 def test_gradual_schedule(name, last_first, every, arch, make_net, make_context):
     net = make_net(arch)
     strategy = make(name, net, make_context, unfreeze_every=every)
@@ -122,6 +122,49 @@ def test_gradual_schedule(name, last_first, every, arch, make_net, make_context)
         assert strategy.trainable_blocks(every) == {0, n_backbone}
         assert strategy.trainable_blocks(2 * every) == {0, 1, n_backbone}
     assert strategy.trainable_blocks(100) == set(range(net.n_blocks))
+
+
+def test_vgg_fc_split_puts_fc6_fc7_in_their_own_block(make_net, make_context):
+    """vgg_tiny_fc_split (same classifier indices as vgg19: fc6 = classifier.0, fc7 = .3, new fc8 = .6): 7 blocks,
+    the head's block is the new layer alone, fc6/fc7 the block before it; G-LF/G-FL train the new layer alone
+    first, then G-FL the first convolution stage only (fc6/fc7 last), G-LF fc6/fc7 first. vgg_tiny keeps 6."""
+    assert make_net("vgg_tiny").n_blocks == 6
+    net = make_net("vgg_tiny_fc_split")
+    assert net.n_blocks == 7
+    assert net.block_prefixes[-1] == ["classifier.6"]
+    assert net.block_prefixes[-2] == ["classifier.0", "classifier.3"]
+    assert [type(net.net.get_submodule(n)) for n in ("classifier.0", "classifier.3", "classifier.6")] == \
+        [torch.nn.Linear] * 3
+    by_block = {}
+    for n, block, _, _ in net.named_block_parameters():
+        by_block.setdefault(block, set()).add(n)
+    assert by_block[6] == {"classifier.6.weight", "classifier.6.bias"}
+    assert by_block[5] == {f"classifier.{i}.{t}" for i in (0, 3) for t in ("weight", "bias")}
+    assert by_block[0] == {"features.0.weight", "features.0.bias"}  # the first stage: one convolution
+    g_fl, g_lf = make("g_fl", net, make_context), make("g_lf", net, make_context)
+    assert g_fl.trainable_blocks(0) == g_lf.trainable_blocks(0) == {6}
+    assert g_fl.trainable_blocks(1) == {0, 6}
+    assert g_lf.trainable_blocks(1) == {5, 6}
+    assert g_fl.trainable_blocks(5) == {0, 1, 2, 3, 4, 6}  # fc6/fc7 join last
+    g_fl.apply_freezing(1)
+    trainable = {n for n, p in net.net.named_parameters() if p.requires_grad}
+    assert trainable == by_block[0] | by_block[6]
+
+
+def test_vgg19_fc_split_full_size():
+    """vgg19_fc_split on the meta device: VGG-19's 5 stages, fc6/fc7 (119.6 M parameters) in block 5, the new fc8
+    alone in the head's block; the registry's block count holds; vgg19 keeps its 6 blocks."""
+    from medtl.models.network import ARCHS, build_network
+
+    with torch.device("meta"):
+        split, plain = build_network("vgg19_fc_split", 14), build_network("vgg19", 14)
+    assert (split.n_blocks, plain.n_blocks) == (ARCHS.get("vgg19_fc_split").n_blocks, 6) == (7, 6)
+    assert split.block_prefixes[:5] == plain.block_prefixes[:5]
+    assert split.block_prefixes[5:] == [["classifier.0", "classifier.3"], ["classifier.6"]]
+    numel = {}
+    for _, block, _, p in split.named_block_parameters():
+        numel[block] = numel.get(block, 0) + p.numel()
+    assert numel[5] == 25088 * 4096 + 4096 + 4096 * 4096 + 4096 and numel[6] == 4096 * 14 + 14
 
 
 @pytest.mark.parametrize("name,trained_backbone", [("g_lf", {3, 4}), ("g_fl", {0, 1})])

@@ -34,6 +34,14 @@ def vgg_blocks(net: nn.Module) -> list[list[str]]:
     return stages + [["classifier"]]
 
 
+def vgg_fc_split_blocks(net: nn.Module) -> list[list[str]]:
+    """As :func:`vgg_blocks`, with the classifier split in two: fc6 and fc7 (``classifier.0``, ``classifier.3``)
+    in a block of their own before the head's block, which holds the new layer (``classifier.6``) alone. So
+    G-LF and G-FL train the new layer alone first; fc6/fc7 join as one block (paper 1's classification block
+    without its new layer): G-LF's first, G-FL's last (docs/fidelity.md #28)."""
+    return vgg_blocks(net)[:-1] + [["classifier.0", "classifier.3"], ["classifier.6"]]
+
+
 # Demo sizes: the same families and block splits, small enough for a 2-core CPU at 32 px.
 class TinyResNet(ResNet):
     """torchvision's ResNet with one BasicBlock per stage and narrow widths."""

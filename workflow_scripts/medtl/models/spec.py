@@ -121,6 +121,10 @@ ARCHS.register("densenet121")(ArchSpec(
 ARCHS.register("vgg19")(ArchSpec(
     "torchvision.models:vgg19", f"{_TV}:vgg_blocks", head="classifier.6", family="vgg", n_blocks=6,
     default_preprocess={"resize": 256, "crop": 224}, imagenet_weights="VGG19_Weights.IMAGENET1K_V1"))
+# VGG with fc6/fc7 in a block of their own before the new layer's (7 blocks; docs/fidelity.md #28)
+ARCHS.register("vgg19_fc_split")(ArchSpec(
+    "torchvision.models:vgg19", f"{_TV}:vgg_fc_split_blocks", head="classifier.6", family="vgg", n_blocks=7,
+    default_preprocess={"resize": 256, "crop": 224}, imagenet_weights="VGG19_Weights.IMAGENET1K_V1"))
 # demo sizes: the same families and block splits, small enough for a 2-core CPU at 32 px
 ARCHS.register("resnet_tiny")(ArchSpec(
     f"{_TV}:TinyResNet", f"{_TV}:resnet_blocks", head="fc", family="resnet", n_blocks=6, default_preprocess=_DEMO))
@@ -129,6 +133,9 @@ ARCHS.register("densenet_tiny")(ArchSpec(
     default_preprocess=_DEMO))
 ARCHS.register("vgg_tiny")(ArchSpec(
     f"{_TV}:TinyVGG", f"{_TV}:vgg_blocks", head="classifier.6", family="vgg", n_blocks=6, default_preprocess=_DEMO))
+ARCHS.register("vgg_tiny_fc_split")(ArchSpec(
+    f"{_TV}:TinyVGG", f"{_TV}:vgg_fc_split_blocks", head="classifier.6", family="vgg", n_blocks=7,
+    default_preprocess=_DEMO))
 # MedMNIST v2's baselines at 28 px (configs/medmnist_v2.yaml): the CIFAR stem (3x3 convolution, stride 1, no
 # max-pool), from scratch; the same 6 blocks as resnet50 (stem, 4 stages, head); no ImageNet weights
 _MEDMNIST = {"resize": 28, "crop": 28}
