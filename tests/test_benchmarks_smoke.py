@@ -74,3 +74,88 @@ def test_auto_rgn_rates(bench, capsys):
     assert "RATIO smallest median backbone rate" in out
     assert min(r["median"] for r in results.values()) >= 0.01  # the new head does not set the scale
     assert all(r["moved"] == 1.0 for r in results.values())
+
+
+# -- benchmarks/gpu_acceptance.py: the GPU path end to end, here at smoke size on the CPU -------------------
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def acceptance(*args: str, timeout: float):
+    import subprocess
+
+    return subprocess.run([sys.executable, str(BENCH / "gpu_acceptance.py"), "--device", "cpu",
+                           "--data", str(SHARED_DATA), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def table_rows(out: str) -> dict[str, dict]:
+    """stage -> its row of the printed table."""
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["stage", "what", "jobs", "status", "wall s", "key metric"]
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:]]
+    return {row["stage"]: row for row in rows}
+
+
+def need_shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent")
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_gpu_acceptance_smoke_run(tmp_path):
+    """Every stage of the acceptance run at smoke size: one table, every stage ok, every planned job's
+    metrics.json and every report there (the script checks them), a key metric per stage."""
+    need_shared_data()
+    import yaml
+
+    proc = acceptance("--smoke", "--out", str(tmp_path), timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    rows = table_rows(proc.stdout)
+    stages = list(yaml.safe_load((REPO / "configs" / "gpu_acceptance_smoke.yaml").read_text())["stages"])
+    assert list(rows) == stages
+    assert {row["status"] for row in rows.values()} == {"ok"}, rows
+    assert all(row["key metric"] for row in rows.values()), rows
+    assert "test AUROC" in rows["classification"]["key metric"]
+    assert "mAP50" in rows["detection"]["key metric"] and "Dice" in rows["segmentation"]["key metric"]
+    assert "img/s" in rows["throughput"]["key metric"]
+    assert "device: CPU (smoke)" in proc.stdout and "commit " in proc.stdout
+    assert (tmp_path / "table.md").read_text().strip() in proc.stdout
+    for stage in stages[:-1]:  # the Snakemake stages' reports
+        assert list((tmp_path / stage / "results" / "report").glob("*/*.md")), stage
+
+
+@pytest.mark.realdata
+def test_gpu_acceptance_names_the_stage_that_fails(tmp_path):
+    """A stage whose config is invalid: the run goes on with the others, exits 1, and the table and the
+    lines below it name the stage and the error."""
+    need_shared_data()
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "gpu_acceptance_smoke.yaml").read_text())
+    config["stages"]["segmentation"]["config"]["segmentation"]["models"]["sam_tiny"]["encoder"] = "vit_nonexistent"
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(config))
+    proc = acceptance("--config", str(tmp_path / "broken.yaml"), "--stages", "segmentation,throughput",
+                      "--out", str(tmp_path / "out"), timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = table_rows(proc.stdout)
+    assert rows["segmentation"]["status"] == "FAILED (exit 1)"
+    assert rows["throughput"]["status"] == "ok"
+    assert "FAILED: segmentation\n" in proc.stdout
+    assert "unknown SAM encoder 'vit_nonexistent'" in proc.stdout
+
+
+def test_gpu_acceptance_gpu_config_plans(tmp_path):
+    """The GPU run's stages (real sizes, planned here, not run): every config passes the checks and plans
+    every strategy x the four architectures, RAD-DINO's SPFT, both detectors and both SAMs, FT and SPFT."""
+    proc = acceptance("--config", str(REPO / "configs" / "gpu_acceptance.yaml"), "--dry-run",
+                      "--out", str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = table_rows(proc.stdout)
+    assert {row["status"] for row in rows.values()} == {"ok"}
+    assert "train 36" in rows["classification"]["key metric"]
+    assert "train 1," in rows["classification_compile"]["key metric"]
+    assert "train 1," in rows["spft_rad_dino"]["key metric"] and "report_spft 1" in rows["spft_rad_dino"]["key metric"]
+    assert "train_detection 4" in rows["detection"]["key metric"]
+    assert "train_segmentation 4" in rows["segmentation"]["key metric"]
