@@ -479,6 +479,97 @@ def test_auto_rgn_probes_distinct_batches(make_context, make_trainer, tiny_store
     assert len(read) == 2 and read[0] != read[1]
 
 
+def _fit_recording_rates(strategy, store):
+    """Trainer.fit for one epoch; at the epoch's start the weights and the batches the probe reads, and after the
+    probe each parameter group's rate and weight decay (read from the optimizer), by tensor name."""
+    trainer = trainer_for(strategy, store, epochs=1)
+    seen = {"batches": [], "groups": None, "optimizer": None}
+    original_start, original_batch = strategy.on_epoch_start, trainer.train.batch
+
+    def read(positions):
+        x, y = original_batch(positions)
+        seen["batches"].append((x.clone(), y.clone()))
+        return x, y
+
+    def spy(epoch, optimizer, probe):
+        seen["state"] = copy.deepcopy(strategy.net.state_dict())
+        trainer.train.batch = read
+        original_start(epoch, optimizer, probe)
+        trainer.train.batch = original_batch
+        seen["groups"] = {g["name"]: (g["lr"], g["weight_decay"]) for g in optimizer.param_groups}
+        seen["optimizer"] = type(optimizer)
+
+    strategy.on_epoch_start = spy
+    trainer.fit()
+    return seen, trainer
+
+
+def test_auto_rgn_reference_scale_through_fit(make_context, tiny_store):
+    """scale: reference, through Trainer.fit from a real job's start (densenet_tiny: torchvision zeroes its head's
+    bias): the head is re-drawn by PyTorch's default initialisation; each tensor's rate, read from the optimizer
+    after the probe, equals lr x RGN / max RGN computed here independently with the maximum over every
+    non-BatchNorm tensor, the head included, and each BatchNorm layer rated as one (||(g_w, g_b)|| / ||(w, b)||),
+    not in the maximum; Adam with weight decay 1e-4. scale: pretrained (the default) gives other rates."""
+    from medtl.training.batches import IMAGENET_MEAN, IMAGENET_STD, Normalizer
+    from medtl.training.trainer import task_loss
+
+    net = _job_start_net("densenet_tiny", 3, tiny_store)
+    head = {n for n, _ in net.net.named_parameters() if net.is_head(n)}
+    assert float(net.net.get_parameter("classifier.bias").detach().norm()) == 0
+    strategy = make("auto_rgn", net, make_context, tiny_store, scale="reference", probe_batches=2)
+    bias, weight = net.net.get_parameter("classifier.bias"), net.net.get_parameter("classifier.weight")
+    bound = 1 / math.sqrt(weight.shape[1])  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) bias
+    assert float(bias.detach().norm()) > 0 and float(bias.detach().abs().max()) <= bound
+    with torch.no_grad():  # a small head weight: its RGN is the largest, so leaving the head out would show
+        weight.mul_(0.01)
+        for t in ("weight", "bias"):  # and a BatchNorm layer whose RGN exceeds it: not in the maximum
+            net.net.get_parameter(f"features.denseblock1.denselayer1.norm1.{t}").mul_(1e-3)
+    seen, trainer = _fit_recording_rates(strategy, tiny_store)
+    assert seen["optimizer"] is torch.optim.Adam and len(seen["batches"]) == 2
+
+    # the reference rule, computed from the weights and batches the probe saw
+    ref = copy.deepcopy(net)
+    ref.load_state_dict(seen["state"])
+    bn = {m: [f"{m}.{p}" for p, _ in mod.named_parameters(recurse=False)]
+          for m, mod in ref.net.named_modules() if isinstance(mod, torch.nn.BatchNorm2d)}
+    bn_names = {n for names in bn.values() for n in names}
+    params = dict(ref.net.named_parameters())
+    assert bn_names and head and not bn_names & head and set(seen["groups"]) == set(params)
+    norm = Normalizer(IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"))
+    rgn = dict.fromkeys(params, 0.0)
+    for x, y in seen["batches"]:
+        ref.zero_grad(set_to_none=True)
+        ref.train()
+        task_loss(tiny_store.task, ref(norm(x)), y, None).backward()
+        for n, p in params.items():
+            if n not in bn_names:
+                rgn[n] += float(p.grad.norm()) / float(p.detach().norm()) / 2
+        for names in bn.values():
+            g = math.sqrt(sum(float(params[n].grad.norm()) ** 2 for n in names))
+            w = math.sqrt(sum(float(params[n].detach().norm()) ** 2 for n in names))
+            for n in names:
+                rgn[n] += g / w / 2
+    top = max(v for n, v in rgn.items() if n not in bn_names)
+    lr = strategy.ctx.lr
+    for n, (rate, decay) in seen["groups"].items():
+        assert rate == pytest.approx(lr * rgn[n] / top, rel=1e-4, abs=1e-12), n
+        assert decay == 1e-4, n
+    assert max(r for n, (r, _) in seen["groups"].items() if n not in bn_names) == pytest.approx(lr)
+    assert seen["groups"]["classifier.weight"][0] == pytest.approx(lr)  # the head sets the scale
+    assert seen["groups"]["features.denseblock1.denselayer1.norm1.weight"][0] > lr
+    for names in bn.values():  # one rate per BatchNorm layer
+        assert len({seen["groups"][n][0] for n in names}) == 1
+
+    # scale: pretrained (the default), from the same start: other rates, BatchNorm frozen, no weight decay
+    default, _ = _fit_recording_rates(
+        make("auto_rgn", _job_start_net("densenet_tiny", 3, tiny_store), make_context, tiny_store, probe_batches=2),
+        tiny_store)
+    assert not bn_names & set(default["groups"])
+    assert all(default["groups"][n] == (lr, 0.0) for n in head)
+    assert any(seen["groups"][n][0] != lr for n in head)
+    assert {n: g[0] for n, g in default["groups"].items()} != {n: seen["groups"][n][0] for n in default["groups"]}
+
+
 def test_auto_rgn_defaults_to_five_probe_batches():
     assert STRATEGIES.get("auto_rgn").defaults["probe_batches"] == 5
 

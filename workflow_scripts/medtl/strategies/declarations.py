@@ -64,10 +64,16 @@ STRATEGIES.register("auto_rgn")(StrategySpec(
                            doc="the backbone's normalisation layers: frozen (as the reference) or "
                                "rated by their RGN like any tensor"),
         reset_optimizer=Bool(True, doc="empty the optimizer's state every epoch (the reference rebuilds Adam)"),
+        scale=Choice("pretrained", choices=("pretrained", "reference"),
+                     doc="which tensors set the maximum: pretrained (the new head at lr, outside it; "
+                         "docs/fidelity.md #1) or reference (the reference code's rule: a default-initialised "
+                         "head inside it, each normalisation layer rated as one, `norm_layers` ignored, Adam "
+                         "with weight decay 1e-4)"),
     ),
     trains="everything but the backbone's normalisation layers; each pretrained tensor's rate = lr × RGN / "
            "max RGN, RGN = ‖g‖/‖w‖ averaged over the probe batches, recomputed (and the optimizer state "
-           "reset) every epoch; the new head and zero-norm tensors at lr, outside the maximum"))
+           "reset) every epoch; the new head and zero-norm tensors at lr, outside the maximum (`scale: "
+           "reference`: the head in the maximum, normalisation layers rated per layer)"))
 
 STRATEGIES.register("spft")(StrategySpec(
     "medtl.strategies.spft:SPFT",
