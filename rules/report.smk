@@ -94,6 +94,29 @@ rule report_classification:
                            caption="../report/classification/paired_comparison.rst",
                            category="Classification · study 1 (strategies)", subcategory="Across datasets",
                            labels={"result": "paired tests against the reference"}),
+        # one verdict across datasets (medtl.report.verdict): Friedman, Nemenyi's CD diagram, Bayesian signed-rank
+        verdict_friedman=f"{REPORT}/classification/verdict_friedman.csv",
+        verdict_friedman_md=f"{REPORT}/classification/verdict_friedman.md",
+        verdict_friedman_page=report(f"{REPORT}/classification/verdict_friedman.html",
+                                     caption="../report/classification/verdict_friedman.rst",
+                                     category="Classification · study 1 (strategies)", subcategory="One verdict",
+                                     labels={"result": "Friedman test and average ranks"}),
+        critical_difference=report(f"{REPORT}/classification/figures/critical_difference.png",
+                                   caption="../report/classification/critical_difference.rst",
+                                   category="Classification · study 1 (strategies)", subcategory="One verdict",
+                                   labels={"result": "critical-difference diagram (Nemenyi)"}),
+        verdict_bayes=f"{REPORT}/classification/verdict_bayes.csv",
+        verdict_bayes_md=f"{REPORT}/classification/verdict_bayes.md",
+        verdict_bayes_page=report(f"{REPORT}/classification/verdict_bayes.html",
+                                  caption="../report/classification/verdict_bayes.rst",
+                                  category="Classification · study 1 (strategies)", subcategory="One verdict",
+                                  labels={"result": "Bayesian signed-rank test against the reference"}),
+        verdict_modality=f"{REPORT}/classification/verdict_modality.csv",
+        verdict_modality_md=f"{REPORT}/classification/verdict_modality.md",
+        verdict_modality_page=report(f"{REPORT}/classification/verdict_modality.html",
+                                     caption="../report/classification/verdict_modality.rst",
+                                     category="Classification · study 1 (strategies)", subcategory="One verdict",
+                                     labels={"result": "which strategy for which modality"}),
         # the data behind the tables, as downloads
         all_runs=report(f"{REPORT}/classification/all_runs.csv", caption="../report/classification/all_runs.rst",
                         category="Classification · study 1 (strategies)", subcategory="Data",
@@ -113,6 +136,9 @@ rule report_classification:
         # scratch only where the config has it: a config without one keeps its report's params
         report=canonical({**config["report"], "strategies": list(config["strategies"]),
                           "architectures": list(config["architectures"]),
+                          # each dataset's registry type: its default modality in the verdict (medtl.report.verdict)
+                          "dataset_types": {ds: (config["datasets"].get(ds) or {}).get("type", ds)
+                                            for ds in run_datasets()},
                           **({"scratch": scratch_strategies()} if scratch_strategies() else {})}),
         out_dir=lambda w, output: str(Path(output.summary).parent),
     log:

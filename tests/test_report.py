@@ -103,6 +103,8 @@ def test_written_files(report):
                 "relative_improvement.md", "best_method.csv", "best_method.md", "effectiveness.csv",
                 "effectiveness.md", "report.md", "figures/relative_improvement_all.png",
                 "table11.csv", "table11.md", "table12.csv", "table12.md", "cost.csv", "cost.md",
+                "verdict_friedman.csv", "verdict_friedman.md", "verdict_bayes.csv", "verdict_bayes.md",
+                "verdict_modality.csv", "verdict_modality.md", "figures/critical_difference.png",
                 *(f"tables/{d}.{e}" for d in DATASETS for e in ("csv", "md")),
                 *(f"figures/relative_improvement_{d}.png" for d in DATASETS)}
     assert set(report["written"]) == expected

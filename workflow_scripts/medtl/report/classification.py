@@ -22,6 +22,8 @@ Written into ``out_dir`` (each file atomically; ``report.md`` last):
                                    for the strategies trained from scratch, whether transfer helps
 - ``tables/{dataset}_intervals.md`` the intervals of a dataset's cells, "mean [low, high]"
 - ``figures/forest_{dataset}.png`` relative difference from the reference with its interval (medtl.report.significance)
+- ``verdict_friedman.csv|.md``, ``verdict_bayes.csv|.md``, ``verdict_modality.csv|.md``,
+  ``figures/critical_difference.png``  one verdict across datasets (:mod:`medtl.report.verdict`)
 - ``report.md``                    all tables and figures in one document, each section headed by the caption that
                                    Snakemake's HTML report shows beside the same result (``report/classification/``,
                                    :mod:`medtl.report.document`)
@@ -36,7 +38,7 @@ import pandas as pd
 
 from medtl.io import atomic_path
 
-from . import figures, significance, tables
+from . import figures, significance, tables, verdict
 from .document import caption
 from .collect import Runs, check_complete, collect_runs
 from .select import UNDEFINED, aggregate, select_lr
@@ -199,6 +201,9 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
                   "(predictions.parquet beside metrics.json), so no interval or paired test could be computed.\n")
 
     sig_md = cost_section(cost_md) + sig_md  # the cost table's section, before the intervals'
+    # one verdict across datasets: Friedman, Nemenyi's CD diagram, Bayesian signed-rank vs the reference, per modality
+    written.update(verdict.write_verdict(selected, out, reference, ranked, stats, (stats or {}).get("dataset_types")))
+    sig_md += "\n" + verdict.report_section(written)
     put("report.md", _report_md(runs, per_lr, selected, datasets, archs, strategies, reference, dataset_md, rel_md,
                                 best_md, eff_md, t11_md, t12_md, sig_md, figure_notes, intervals=sig is not None,
                                 scratch=scratch))
