@@ -18,7 +18,7 @@ wall s | key metric) with the device and the commit, writes it to <out>/table.md
 and exits 1 naming the stages that failed.
 
     bash benchmarks/gpu_acceptance.sh                  # the GPU run (sets up Python if needed)
-    python benchmarks/gpu_acceptance.py --smoke        # the same stages at smoke size (CPU, 3-5 min)
+    python benchmarks/gpu_acceptance.py --smoke        # the same stages at smoke size (CPU, ~3 min)
     python benchmarks/gpu_acceptance.py --stages detection,throughput --out /tmp/acc
     python benchmarks/gpu_acceptance.py --pack-data shared/data    # copy just the data the run reads
 """

@@ -154,8 +154,22 @@ def test_gpu_acceptance_gpu_config_plans(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = table_rows(proc.stdout)
     assert {row["status"] for row in rows.values()} == {"ok"}
-    assert "train 36" in rows["classification"]["key metric"]
+    assert "train 60" in rows["classification"]["key metric"]  # 15 strategies x 4 architectures
     assert "train 1," in rows["classification_compile"]["key metric"]
     assert "train 1," in rows["spft_rad_dino"]["key metric"] and "report_spft 1" in rows["spft_rad_dino"]["key metric"]
     assert "train_detection 4" in rows["detection"]["key metric"]
     assert "train_segmentation 4" in rows["segmentation"]["key metric"]
+
+
+@pytest.mark.parametrize("name", ["gpu_acceptance.yaml", "gpu_acceptance_smoke.yaml"])
+def test_gpu_acceptance_runs_every_registered_strategy(name):
+    """A strategy added to the registry is added to the acceptance run's classification too."""
+    import yaml
+
+    from medtl.strategies import STRATEGIES
+
+    config = yaml.safe_load((REPO / "configs" / name).read_text())["stages"]["classification"]["config"]
+    types = {settings.get("type", key) for key, settings in config["strategies"].items()}
+    assert types == set(STRATEGIES), set(STRATEGIES) ^ types
+    if name == "gpu_acceptance.yaml":  # every strategy on every architecture
+        assert not any("strategies" in arch for arch in config["architectures"].values())
