@@ -281,7 +281,8 @@ def table(stages: list[Stage]) -> str:
     rows = ["| stage | what | jobs | status | wall s | key metric |", "|---|---|---|---|---:|---|"]
     for s in stages:
         wall = f"{s.wall:.0f}" if s.wall is not None else ""
-        rows.append(f"| {s.name} | {s.spec.get('what', '')} | {s.jobs} | {s.status} | {wall} | {s.metric} |")
+        cells = [s.name, s.spec.get("what", ""), s.jobs, s.status, wall, s.metric]
+        rows.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)
 
 
