@@ -118,7 +118,7 @@ class Network(nn.Module):
         (:attr:`adapted`), a copy with the adapters merged into the weights they adapt."""
         if not self.adapted:
             return self.net
-        from medtl.strategies.peft_adapters import merged_copy
+        from medtl.models.adapters import merged_copy
 
         return merged_copy(self.net)
 

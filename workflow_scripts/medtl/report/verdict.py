@@ -165,8 +165,7 @@ def bayes_table(matrix: pd.DataFrame, reference: str, rope: float, seed: int = 0
     if n < 2 or reference not in matrix.columns or not others:
         note = (f"not enough cells: {n} cell(s), {len(others)} strategies beside {reference} (the test needs at "
                 f"least 2 cells and one strategy besides the reference)")
-        return pd.DataFrame([{c: "" for c in cols} | {"reference": reference, "n_cells": n, "rope": rope,
-                                                        "note": note}], columns=cols), note
+        return pd.DataFrame(columns=cols), note  # no row: the note says why
     rows = []
     ref = matrix[reference].to_numpy(dtype=float)
     for s in others:
@@ -232,6 +231,8 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def _md_table(df: pd.DataFrame, cols: dict[str, str]) -> str:
+    if df.empty:  # a table of headers only would show as an empty row: the note under it says why
+        return "No rows (see the note below).\n"
     lines = ["| " + " | ".join(cols.values()) + " |", "|" + "---|" * len(cols)]
     for r in df.to_dict("records"):
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")

@@ -31,6 +31,7 @@ import copy
 
 from torch import nn
 
+from medtl.models.adapters import merge_adapters, merged_copy  # noqa: F401  (merged_copy: re-exported)
 from medtl.strategies.base import FixedBatchNormStatistics, Strategy
 
 #: what peft names every adapter parameter (lora_A, lora_B, lora_magnitude_vector): ``<layer>.lora_*.<adapter>.*``
@@ -84,24 +85,6 @@ def add_adapters(network, settings: dict, dora: bool) -> list[str]:
     network.reindex()  # the adapted layers' parameters have new names, under the same block prefixes
     network.adapted = True
     return names
-
-
-def merged_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with every peft adapter merged into the weight it adapts and the plain layer put
-    back in its place: the same function (up to rounding), under the model's own parameter names."""
-    return merge_adapters(copy.deepcopy(module))
-
-
-def merge_adapters(out: nn.Module) -> nn.Module:
-    """:func:`merged_copy` in place."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, layer in list(out.named_modules()):
-        if isinstance(layer, BaseTunerLayer):
-            layer.merge(safe_merge=True)
-            parent, _, child = name.rpartition(".")
-            setattr(out.get_submodule(parent) if parent else out, child, layer.get_base_layer())
-    return out
 
 
 class LoRA(FixedBatchNormStatistics, Strategy):
