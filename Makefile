@@ -26,6 +26,11 @@ demo: setup
 test: setup browser
 	$(BIN)/python -m pytest -q -ra
 
+# the suite without the tests marked slow (pyproject.toml): for contributors while they work (docs/running.md)
+.PHONY: test-fast
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
 # Headless Chromium (Debian's chromium) for tests/test_report_html.py, which opens the Snakemake report in it;
 # installed when missing and this is a Debian machine where we are root (CI); otherwise that test skips,
 # or fails under CI=true.

@@ -465,7 +465,7 @@ def test_every_dense_source_is_registered_and_documented(name):
     assert "raw_data" in spec.options   # rules/common_dense.smk passes the config's raw_data folder
     docs = (REPO / "docs" / "datasets.md").read_text()
     assert re.search(rf"### `{name}`", docs), f"docs/datasets.md does not document {name}"
-    assert f"`{name}`" in (REPO / "README.md").read_text(), f"README.md does not list {name}"
+    assert f"`{name}`" in (REPO / "docs" / "dense.md").read_text(), f"docs/dense.md does not list {name}"
 
 
 # -- the config check of each source's options -----------------------------------------------------

@@ -1,4 +1,4 @@
-"""The settings tables of the README and docs/datasets.md, written from the declarations
+"""The settings tables of docs/configuration.md and docs/datasets.md, written from the declarations
 (:mod:`medtl.settings`) that the config check and the jobs use, so the three never disagree.
 
 Each table sits in its document between ``<!-- generated: <name> -->`` and ``<!-- /generated -->``.
@@ -20,7 +20,7 @@ def _cell(text: str) -> str:
 
 
 def _defaults(settings: Settings) -> str:
-    """`name: default` for each setting; a true flag is its bare name (`ema`), as the README wrote them."""
+    """`name: default` for each setting; a true flag is its bare name (`ema`), as the docs write them."""
     parts = []
     for name, setting in settings.declared.items():
         if setting.required:
@@ -116,8 +116,8 @@ def source_options() -> str:
 
 #: document -> the generated tables it holds
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
-    "README.md": {"strategies": strategies, "strategy-settings": strategy_settings,
-                  "dense-settings": dense_settings, "own-data-options": own_data_options},
+    "docs/configuration.md": {"strategies": strategies, "strategy-settings": strategy_settings,
+                              "dense-settings": dense_settings, "own-data-options": own_data_options},
     "docs/datasets.md": {"located-options": located_options, "image-options": image_options,
                          "source-options": source_options},
 }
