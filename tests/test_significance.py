@@ -68,8 +68,8 @@ def test_a_metric_defined_otherwise_falls_back_to_medtl_metrics(monkeypatch):
     assert S.check_consistency("multiclass", "accuracy", y, p, rng)
     real = M.compute
 
-    def changed(task, y, p, names):  # as if medtl.metrics changed its definition of accuracy
-        out = real(task, y, p, names)
+    def changed(task, y, p, names, sample_weight=None):  # as if medtl.metrics changed its definition of accuracy
+        out = real(task, y, p, names, sample_weight=sample_weight)
         return {k: (v / 2 if k == "accuracy" else v) for k, v in out.items()}
 
     monkeypatch.setattr(M, "compute", changed)

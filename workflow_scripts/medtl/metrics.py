@@ -56,14 +56,25 @@ def _has_both(col: np.ndarray) -> bool:
     return 0 < col.sum() < len(col)
 
 
-def per_class_auroc(y: np.ndarray, p: np.ndarray) -> list[float]:
-    return [float(skm.roc_auc_score(y[:, c], p[:, c])) if _has_both(y[:, c]) else float("nan")
-            for c in range(y.shape[1])]
+def per_class_auroc(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> list[float]:
+    return [float(skm.roc_auc_score(y[:, c], p[:, c], sample_weight=sample_weight)) if _has_both(y[:, c])
+            else float("nan") for c in range(y.shape[1])]
 
 
-def per_class_ap(y: np.ndarray, p: np.ndarray) -> list[float]:
-    return [float(skm.average_precision_score(y[:, c], p[:, c])) if _has_both(y[:, c]) else float("nan")
-            for c in range(y.shape[1])]
+def per_class_ap(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> list[float]:
+    return [float(skm.average_precision_score(y[:, c], p[:, c], sample_weight=sample_weight)) if _has_both(y[:, c])
+            else float("nan") for c in range(y.shape[1])]
+
+
+def _positive_weights(y: np.ndarray, p: np.ndarray, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows with a positive weight, and their weights: an image of weight 0 is not in the sample."""
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (len(y),):
+        raise ValueError(f"sample_weight has shape {w.shape}; expected one weight per image, ({len(y)},)")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    keep = w > 0
+    return y[keep], p[keep], w[keep]
 
 
 def _mean(values) -> float:
@@ -75,7 +86,7 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     """Per-class F1 = 2 TP / (2 TP + FP + FN); NaN where that is 0/0 (no positive image, none predicted)."""
     den = 2 * tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, 2 * tp / np.maximum(den, 1), math.nan)
+        return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), math.nan)
 
 
 def _none(value: float) -> float | None:
@@ -136,10 +147,15 @@ def _no_class_reason(pos: np.ndarray, n: int, classes: list[str], split: str) ->
 
 
 def evaluate(task: str, y: np.ndarray, p: np.ndarray, names: list[str], classes: list[str] | None = None,
-             split: str = "evaluated") -> Evaluation:
+             split: str = "evaluated", sample_weight: np.ndarray | None = None) -> Evaluation:
     """The named metrics of one split, with every class left out of a macro mean and every undefined
     metric named with its reason (see the module's docstring). ``classes``: the class names (default
-    ``class 0``, ``class 1``, ...); ``split``: its name in the reasons ("val", "test")."""
+    ``class 0``, ``class 1``, ...); ``split``: its name in the reasons ("val", "test").
+
+    ``sample_weight``: one non-negative weight per image (a bootstrap resample: how often each image was
+    drawn), passed to scikit-learn's ``sample_weight``; with integer weights every metric is that of the rows
+    repeated that often. Images of weight 0 are left out (a class whose positives all weigh 0 has none), and
+    ``n_images`` and each class's ``support`` count the images with a positive weight."""
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
     if y.shape != p.shape:
@@ -147,6 +163,9 @@ def evaluate(task: str, y: np.ndarray, p: np.ndarray, names: list[str], classes:
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric '{unknown[0]}'; known: {METRICS}")
+    w = None
+    if sample_weight is not None:
+        y, p, w = _positive_weights(y, p, sample_weight)
     n, k = y.shape
     classes = list(classes) if classes is not None else [f"class {c}" for c in range(k)]
     if len(classes) != k:
@@ -156,7 +175,7 @@ def evaluate(task: str, y: np.ndarray, p: np.ndarray, names: list[str], classes:
     both = (pos > 0) & (pos < n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        auc, ap = per_class_auroc(y, p), per_class_ap(y, p)
+        auc, ap = per_class_auroc(y, p, w), per_class_ap(y, p, w)
         ev.per_class = {c: {"auroc": auc[i], "ap": ap[i], "support": int(pos[i])} for i, c in enumerate(classes)}
         for name in names:
             if n == 0:
@@ -179,31 +198,33 @@ def evaluate(task: str, y: np.ndarray, p: np.ndarray, names: list[str], classes:
             elif task == "multilabel":
                 pred = (p >= 0.5).astype(np.int64)
                 if name == "accuracy":  # element-wise, as multi-label accuracy usually is
-                    ev.scores[name] = float((pred == y).mean())
+                    ev.scores[name] = (float((pred == y).mean()) if w is None
+                                       else float(w @ (pred == y).mean(axis=1) / w.sum()))
                 elif name == "macro_f1":
-                    f1 = _f1((y & pred).sum(0), ((1 - y) & pred).sum(0), (y & (1 - pred)).sum(0))
+                    tp, fp, fn = y & pred, (1 - y) & pred, y & (1 - pred)
+                    f1 = (_f1(tp.sum(0), fp.sum(0), fn.sum(0)) if w is None else _f1(w @ tp, w @ fp, w @ fn))
                     _macro_f1(ev, f1, split)
                 elif name in ("kappa", "balanced_accuracy"):
                     score = skm.cohen_kappa_score if name == "kappa" else skm.balanced_accuracy_score
                     for c in np.flatnonzero(~both):
                         ev._exclude(classes[c], name, _target_reason(int(pos[c]), n, classes[c], split))
-                    ev.scores[name] = _mean(score(y[:, c], pred[:, c]) for c in np.flatnonzero(both))
+                    ev.scores[name] = _mean(score(y[:, c], pred[:, c], sample_weight=w) for c in np.flatnonzero(both))
                     if not both.any():
                         ev.undefined[name] = _no_class_reason(pos, n, classes, split)
             else:
                 t, pred = _labels(y), _labels(p)
                 if name == "accuracy":
-                    ev.scores[name] = float(skm.accuracy_score(t, pred))
+                    ev.scores[name] = float(skm.accuracy_score(t, pred, sample_weight=w))
                 elif name == "macro_f1":
-                    conf = skm.confusion_matrix(t, pred, labels=list(range(k)))
+                    conf = skm.confusion_matrix(t, pred, labels=list(range(k)), sample_weight=w)
                     tp = np.diag(conf)
                     _macro_f1(ev, _f1(tp, conf.sum(0) - tp, conf.sum(1) - tp), split)
                 elif name == "balanced_accuracy":  # mean recall over the classes with images in the split
                     for c in np.flatnonzero(pos == 0):
                         ev._exclude(classes[c], name, _target_reason(0, n, classes[c], split))
-                    ev.scores[name] = float(skm.balanced_accuracy_score(t, pred))
+                    ev.scores[name] = float(skm.balanced_accuracy_score(t, pred, sample_weight=w))
                 elif name == "kappa":
-                    value = float(skm.cohen_kappa_score(t, pred, labels=list(range(k))))
+                    value = float(skm.cohen_kappa_score(t, pred, labels=list(range(k)), sample_weight=w))
                     ev.scores[name] = value
                     if not math.isfinite(value):
                         only = classes[int(t[0])]
@@ -222,10 +243,12 @@ def _macro_f1(ev: Evaluation, f1: np.ndarray, split: str) -> None:
         ev.undefined["macro_f1"] = f"no class has a positive image or prediction among the {ev.n_images} {split} images"
 
 
-def compute(task: str, y: np.ndarray, p: np.ndarray, names: list[str]) -> dict[str, float]:
+def compute(task: str, y: np.ndarray, p: np.ndarray, names: list[str],
+            sample_weight: np.ndarray | None = None) -> dict[str, float]:
     """Named metrics; NaN where undefined. AUROC, mAP, macro F1 (and multi-label kappa) are macro averages over
-    the classes where they are defined (see :func:`evaluate` for which classes are left out, and why)."""
-    return evaluate(task, y, p, names).scores
+    the classes where they are defined (see :func:`evaluate` for which classes are left out, and why, and for
+    ``sample_weight``)."""
+    return evaluate(task, y, p, names, sample_weight=sample_weight).scores
 
 
 def per_class(y: np.ndarray, p: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
