@@ -2,7 +2,11 @@
 
 The reference file (``references/published.yaml``) holds, per study, the tables that were typed from
 the paper, each with its source (paper, version, table). Nothing in it is estimated: a study whose
-tables could not be read has ``obtained: false``, a note saying what is missing, and no rows.
+tables could not be read has ``obtained: false``, a note saying what is missing, and no rows. The file's shape
+(known keys, types, names, ranges) is checked against ``schemas/published.schema.yaml`` (:func:`schema_problems`:
+every problem at once, one line each naming the file, the entry and the key); :func:`parse_reference` then makes
+the checks a schema cannot (keys a row takes from its table, a setting given twice, runs, spreads, the summary
+tables against the study's main metrics).
 
 A reference row names its setting with this workflow's names, as in the study configs
 (``configs/paper.yaml``, ``configs/spft.yaml``): ``dataset``, ``arch``, ``strategy``, ``metric``
@@ -38,21 +42,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 KEYS = ("dataset", "arch", "strategy", "metric", "class")
-ROW_FIELDS = {*KEYS, "value", "spread", "note", "statistic", "run"}
-TABLE_FIELDS = {"source", "dataset", "arch", "strategy", "metric", "class", "split", "scale", "spread", "rows", "note",
-                "statistic", "run", "n_runs"}
 SUMMARY_FIELDS = ("main_metrics", "best_per_dataset", "effectiveness")
-STUDY_FIELDS = {"citation", "source", "config", "obtained", "note", "tables", *SUMMARY_FIELDS}
-SPREADS = ("sd", "sd_pop", "se", "none")
+#: the shape of the reference file (known keys, types, names, ranges), checked before anything else is:
+#: schemas/published.schema.yaml; the names below are read from it
+SCHEMA_FILE = Path(__file__).resolve().parents[3] / "schemas" / "published.schema.yaml"
+SCHEMA = yaml.safe_load(SCHEMA_FILE.read_text())
+SPREADS = tuple(SCHEMA["$defs"]["table"]["properties"]["spread"]["enum"])
 #: what one published number is: a mean over runs, one number of unstated aggregation, one run, the best run
-STATISTICS = ("mean", "single", "run", "best_run")
+STATISTICS = tuple(SCHEMA["$defs"]["statistic"]["enum"])
 #: what our mean over seeds is compared with, in order of preference
 COUNTERPART = ("mean", "single")
 #: classification (medtl.metrics), detection (mAP@50, mAP@50-95, precision, recall) and segmentation (Dice)
-METRIC_NAMES = ("map", "accuracy", "auroc", "kappa", "macro_f1", "map50", "map50_95", "precision", "recall", "dice")
-NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+METRIC_NAMES = tuple(SCHEMA["$defs"]["metric"]["enum"])
+NAME = re.compile(SCHEMA["$defs"]["name"]["pattern"])
 MATCHED = "matched"
 UNMATCHED = "no published counterpart"
 COLUMNS = ["study", "source", *KEYS, "split", "value", "spread", "spread_kind", "statistic", "run", "n_runs", "se"]
@@ -99,104 +104,87 @@ def _se(spread: float, kind: str, n_runs: int | None) -> float:
     return math.nan
 
 
-def _name(value, where: str) -> str:
-    if not isinstance(value, str) or not NAME.match(value):
-        raise ReferenceError(f"{where}: {value!r} is not a workflow name")
-    return value
-
-
-def _count(value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ReferenceError(f"{where}: expected a count (an integer >= 0), got {value!r}")
-    return value
-
-
-def _fields(block, at: str, known: set[str], required: tuple[str, ...]) -> dict:
-    if not isinstance(block, dict):
-        raise ReferenceError(f"{at}: expected a mapping")
-    unknown = sorted(set(block) - known)
-    if unknown:
-        raise ReferenceError(f"{at}: unknown keys {unknown} (known: {sorted(known)})")
-    for key in required:
-        if block.get(key) is None:
-            raise ReferenceError(f"{at}: '{key}' is required")
-    if "source" in required and (not isinstance(block["source"], str) or not block["source"].strip()):
-        raise ReferenceError(f"{at}: 'source' is required (table number, paper version)")
-    return block
-
-
-def _parse_main_metrics(block, at: str) -> dict[str, str]:
-    block = _fields(block, at, {"source", "datasets", "note"}, ("source", "datasets"))
-    if not isinstance(block["datasets"], dict) or not block["datasets"]:
-        raise ReferenceError(f"{at}.datasets: expected a non-empty mapping of dataset: metric")
-    out = {}
-    for ds, metric in block["datasets"].items():
-        _name(ds, f"{at}.datasets")
-        if metric not in METRIC_NAMES:
-            raise ReferenceError(f"{at}.datasets.{ds}: {metric!r} is not a metric name (known: {', '.join(METRIC_NAMES)})")
-        out[ds] = metric
+def _key_path(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _parse_best(block, at: str, sid: str, study_source: str, main: dict[str, str]) -> list[dict]:
-    block = _fields(block, at, {"source", "reference", "rows", "note"}, ("source", "reference", "rows"))
-    reference = _name(block["reference"], f"{at}.reference")
-    if not isinstance(block["rows"], list) or not block["rows"]:
-        raise ReferenceError(f"{at}.rows: expected a non-empty list")
+def _schema_problem(error) -> list[str]:
+    """One schema error in the words of the reference file: the entry's key path, then what is wrong."""
+    schema, instance, kind = error.schema, error.instance, error.validator
+    path = _key_path(error.absolute_path)
+    at = f"{path}: " if path else ""
+    if kind == "required":
+        props = schema.get("properties", {})
+        return [f"{at}'{k}' is required" + (f" {props[k]['x-required']}" if "x-required" in props.get(k, {}) else "")
+                for k in error.validator_value if k not in instance]
+    if kind == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        return [f"{at}unknown keys {sorted(set(instance) - set(known))} (known: {known})"]
+    if kind in ("minimum", "exclusiveMinimum") and schema.get("type") == "number":
+        return [f"{at}must be {'>=' if kind == 'minimum' else '>'} {error.validator_value:g}, got {instance!r}"]
+    if "x-message" in schema:
+        known = f" (known: {', '.join(map(str, error.validator_value))})" if kind == "enum" else ""
+        return [f"{at}{instance!r} {schema['x-message']}{known}"]
+    if "x-expected" in schema:
+        return [f"{at}expected {schema['x-expected']}, got {instance!r}"]
+    if kind == "enum":
+        return [f"{at}one of {tuple(error.validator_value)}, got {instance!r}"]
+    return [f"{at}{error.message}"]
+
+
+def schema_problems(data, where: str = "reference") -> list[str]:
+    """Every problem of the reference file's shape (:data:`SCHEMA`), one line each: the file, the entry
+    (``studies.<id>.tables[0].rows[2]``), the key and what is wrong."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(Draft202012Validator(SCHEMA).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    return list(dict.fromkeys(f"{where}: {line}" for error in errors for line in _schema_problem(error)))
+
+
+def _parse_best(block: dict, at: str, sid: str, study_source: str, main: dict[str, str]) -> list[dict]:
     out, seen = [], {}
     for r, row in enumerate(block["rows"]):
         rat = f"{at}.rows[{r}]"
-        row = _fields(row, rat, {"dataset", "arch", "strategy", "gain_pct", "note"},
-                      ("dataset", "arch", "strategy", "gain_pct"))
-        rec = {k: _name(row[k], f"{rat}.{k}") for k in ("dataset", "arch", "strategy")}
+        rec = {k: row[k] for k in ("dataset", "arch", "strategy")}
         if rec["dataset"] in seen:
             raise ReferenceError(f"{rat}: dataset {rec['dataset']!r} is already given at {seen[rec['dataset']]}")
         if rec["dataset"] not in main:
             raise ReferenceError(f"{rat}: dataset {rec['dataset']!r} has no main metric in the study's main_metrics")
         seen[rec["dataset"]] = rat
         rec["gain_pct"] = _number(row["gain_pct"], f"{rat}.gain_pct")
-        out.append({"study": sid, "source": f"{study_source}, {block['source']}", **rec, "reference": reference})
+        out.append({"study": sid, "source": f"{study_source}, {block['source']}", **rec,
+                    "reference": block["reference"]})
     return out
 
 
-def _parse_effectiveness(block, at: str, study_source: str) -> dict:
-    block = _fields(block, at, {"source", "reference", "threshold_pct", "rows", "totals", "note"},
-                    ("source", "reference", "threshold_pct", "rows"))
-    reference = _name(block["reference"], f"{at}.reference")
+def _parse_effectiveness(block: dict, at: str, study_source: str) -> dict:
+    reference = block["reference"]
     threshold = _number(block["threshold_pct"], f"{at}.threshold_pct")
-    if threshold < 0:
-        raise ReferenceError(f"{at}.threshold_pct: must be >= 0, got {threshold}")
-    if not isinstance(block["rows"], list) or not block["rows"]:
-        raise ReferenceError(f"{at}.rows: expected a non-empty list")
     archs: list[str] | None = None
     rows, seen = [], {}
     for r, row in enumerate(block["rows"]):
         rat = f"{at}.rows[{r}]"
-        row = _fields(row, rat, {"strategy", "counts", "total", "effectiveness_pct", "note"},
-                      ("strategy", "counts", "total", "effectiveness_pct"))
-        strategy = _name(row["strategy"], f"{rat}.strategy")
+        strategy = row["strategy"]
         if strategy in seen:
             raise ReferenceError(f"{rat}: strategy {strategy!r} is already given at {seen[strategy]}")
         if strategy == reference:
             raise ReferenceError(f"{rat}: the reference {reference!r} is not counted against itself")
         seen[strategy] = rat
-        counts = row["counts"]
-        if not isinstance(counts, dict) or not counts:
-            raise ReferenceError(f"{rat}.counts: expected a non-empty mapping of architecture: count")
-        names = [_name(a, f"{rat}.counts") for a in counts]
+        names = list(row["counts"])
         if archs is None:
             archs = names
         elif names != archs:
             raise ReferenceError(f"{rat}.counts: architectures {names} differ from the first row's {archs}")
-        rec = {"strategy": strategy, **{a: _count(counts[a], f"{rat}.counts.{a}") for a in archs},
-               "total": _count(row["total"], f"{rat}.total"),
-               "effectiveness_pct": _number(row["effectiveness_pct"], f"{rat}.effectiveness_pct")}
-        rows.append(rec)
+        rows.append({"strategy": strategy, **{a: int(row["counts"][a]) for a in archs}, "total": int(row["total"]),
+                     "effectiveness_pct": _number(row["effectiveness_pct"], f"{rat}.effectiveness_pct")})
     totals = block.get("totals")
     if totals is not None:
-        if not isinstance(totals, dict) or list(totals) != archs:
+        if list(totals) != archs:
             raise ReferenceError(f"{at}.totals: expected a mapping of the rows' architectures {archs} to counts")
-        totals = {a: _count(totals[a], f"{at}.totals.{a}") for a in archs}
+        totals = {a: int(totals[a]) for a in archs}
     return {"source": f"{study_source}, {block['source']}", "reference": reference, "threshold": threshold / 100.0,
             "threshold_pct": threshold, "archs": archs,
             "rows": pd.DataFrame(rows, columns=["strategy", *archs, "total", "effectiveness_pct"]),
@@ -204,6 +192,7 @@ def _parse_effectiveness(block, at: str, study_source: str) -> dict:
 
 
 def _number(value, where: str, allow_none: bool = False) -> float:
+    """A number the schema has let through, as a float; NaN and infinity are refused (YAML's .nan, .inf)."""
     if value is None and allow_none:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -212,80 +201,45 @@ def _number(value, where: str, allow_none: bool = False) -> float:
 
 
 def parse_reference(data, where: str = "reference") -> Reference:
-    """Validate the reference file's contents (already parsed YAML) into a :class:`Reference`."""
+    """Validate the reference file's contents (already parsed YAML) into a :class:`Reference`: its shape against
+    the schema (:func:`schema_problems`, every problem at once), then what a schema cannot check."""
     if not isinstance(data, dict) or not isinstance(data.get("studies"), dict):
         raise ReferenceError(f"{where}: expected a mapping with a 'studies' mapping")
+    problems = schema_problems(data, where)
+    if problems:
+        raise ReferenceError("\n".join(problems))
     rows, studies, seen = [], {}, {}
     main_metrics: dict[str, dict[str, str]] = {}
     best: list[dict] = []
     effectiveness: dict[str, dict] = {}
     for sid, study in data["studies"].items():
         at = f"{where}: studies.{sid}"
-        if not isinstance(study, dict):
-            raise ReferenceError(f"{at}: expected a mapping")
-        unknown = sorted(set(study) - STUDY_FIELDS)
-        if unknown:
-            raise ReferenceError(f"{at}: unknown keys {unknown} (known: {sorted(STUDY_FIELDS)})")
-        for key in ("citation", "source"):
-            if not isinstance(study.get(key), str) or not study[key].strip():
-                raise ReferenceError(f"{at}: '{key}' is required (where the numbers come from)")
         tables = study.get("tables") or []
-        if not isinstance(tables, list):
-            raise ReferenceError(f"{at}.tables: expected a list")
         if not study.get("obtained") and not str(study.get("note", "")).strip():
             raise ReferenceError(f"{at}: a study not (fully) obtained needs a 'note' saying what is missing")
         studies[sid] = {k: v for k, v in study.items() if k != "tables" and k not in SUMMARY_FIELDS}
         for t, table in enumerate(tables):
             tat = f"{at}.tables[{t}]"
-            if not isinstance(table, dict):
-                raise ReferenceError(f"{tat}: expected a mapping")
-            unknown = sorted(set(table) - TABLE_FIELDS)
-            if unknown:
-                raise ReferenceError(f"{tat}: unknown keys {unknown} (known: {sorted(TABLE_FIELDS)})")
-            if not isinstance(table.get("source"), str) or not table["source"].strip():
-                raise ReferenceError(f"{tat}: 'source' is required (table number, paper version)")
             scale = _number(table.get("scale", 1), f"{tat}.scale")
-            if scale <= 0:
-                raise ReferenceError(f"{tat}.scale: must be positive, got {scale}")
             kind = table.get("spread", "none")
-            if kind not in SPREADS:
-                raise ReferenceError(f"{tat}.spread: one of {SPREADS}, got {kind!r}")
             n_runs = table.get("n_runs")
-            if n_runs is not None and (isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1):
-                raise ReferenceError(f"{tat}.n_runs: expected the number of runs (an integer >= 1), got {n_runs!r}")
-            if not isinstance(table.get("rows"), list) or not table["rows"]:
-                raise ReferenceError(f"{tat}.rows: expected a non-empty list")
             for r, row in enumerate(table["rows"]):
                 rat = f"{tat}.rows[{r}]"
-                if not isinstance(row, dict):
-                    raise ReferenceError(f"{rat}: expected a mapping")
-                unknown = sorted(set(row) - ROW_FIELDS)
-                if unknown:
-                    raise ReferenceError(f"{rat}: unknown keys {unknown} (known: {sorted(ROW_FIELDS)})")
                 rec = {"study": sid, "source": f"{study['source']}, {table['source']}",
                        "split": table.get("split", "test")}
-                for key in KEYS:
+                for key in KEYS:  # the schema has checked the names where they are given, the row or its table
                     value = row.get(key, table.get(key, "" if key == "class" else None))
                     if key != "class" and value is None:
                         raise ReferenceError(f"{rat}: '{key}' is missing (in the row or its table)")
-                    value = "" if value is None else str(value)
-                    if value and not NAME.match(value):
-                        raise ReferenceError(f"{rat}.{key}: {value!r} is not a workflow name")
-                    rec[key] = value
-                if rec["metric"] not in METRIC_NAMES:
-                    raise ReferenceError(f"{rat}.metric: {rec['metric']!r} is not a metric name "
-                                         f"(known: {', '.join(METRIC_NAMES)})")
+                    rec[key] = "" if value is None else str(value)
                 statistic = row.get("statistic", table.get("statistic", "mean"))
-                if statistic not in STATISTICS:
-                    raise ReferenceError(f"{rat}.statistic: one of {STATISTICS}, got {statistic!r}")
                 run = row.get("run", table.get("run"))
-                if statistic == "run":
-                    if isinstance(run, bool) or not isinstance(run, int) or run < 1:
-                        raise ReferenceError(f"{rat}.run: statistic 'run' needs the run's number as printed "
-                                             f"(an integer >= 1), got {run!r}")
-                elif run is not None:
+                if statistic == "run" and run is None:
+                    raise ReferenceError(f"{rat}.run: statistic 'run' needs the run's number as printed "
+                                         f"(an integer >= 1), got {run!r}")
+                if statistic != "run" and run is not None:
                     raise ReferenceError(f"{rat}.run: only a row with statistic 'run' names a run (it is {statistic!r})")
-                rec["value"] = _number(row.get("value"), f"{rat}.value") / scale
+                rec["value"] = _number(row["value"], f"{rat}.value") / scale
                 spread = _number(row.get("spread"), f"{rat}.spread", allow_none=True) / scale
                 if kind == "none" and math.isfinite(spread):
                     raise ReferenceError(f"{rat}.spread: the table says spread: none")
@@ -310,7 +264,7 @@ def parse_reference(data, where: str = "reference") -> Reference:
                 rows.append(rec)
         main = {}
         if study.get("main_metrics") is not None:
-            main = main_metrics[sid] = _parse_main_metrics(study["main_metrics"], f"{at}.main_metrics")
+            main = main_metrics[sid] = dict(study["main_metrics"]["datasets"])
         for key in ("best_per_dataset", "effectiveness"):
             if study.get(key) is not None and not main:
                 raise ReferenceError(f"{at}.{key}: needs the study's main_metrics (the metric it counts on, per dataset)")
@@ -324,8 +278,6 @@ def parse_reference(data, where: str = "reference") -> Reference:
 
 
 def load_reference(path: str | Path) -> Reference:
-    import yaml
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
