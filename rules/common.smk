@@ -35,55 +35,21 @@ def res(rule_kind, key, default):
     return config["resources"].get(rule_kind, {}).get(key, default)
 
 
-# -- config slices ------------------------------------------------------------------------------
-def dataset_entry(name):
-    entry = config["datasets"].get(name) or config["source_datasets"].get(name)
-    if entry is None:
-        raise ValueError(f"dataset '{name}' is in neither datasets nor source_datasets of the config")
-    return {"type": entry.get("type", name), **entry}
+# -- config slices: medtl.workflow.plan computes them (unit-tested there); these names keep the rules short --
+from medtl.workflow.plan import Plan, lr_tag, only  # noqa: E402
 
-
-def arch_entry(name):
-    from medtl.models.spec import ARCHS
-
-    entry = config["architectures"][name]
-    arch_type = entry.get("type", name)
-    preprocess = {**ARCHS.get(arch_type).default_preprocess, **entry.get("preprocess", {})}
-    return {"key": name, "name": arch_type, "weights": entry.get("weights", {"type": "none"}),
-            "preprocess": preprocess}
-
-
-def strategy_entry(name):
-    entry = dict(config["strategies"][name])
-    entry.pop("learning_rates", None)
-    entry.pop("architectures", None)
-    return {"name": name, "type": entry.pop("type", name), "settings": entry}
+PLAN = Plan(config)
+dataset_entry = PLAN.dataset_entry
+arch_entry = PLAN.arch_entry
+strategy_entry = PLAN.strategy_entry
+learning_rates = PLAN.learning_rates
+pretrain_training = PLAN.pretrain_training
+weights_id = PLAN.weights_id
 
 
 def prep_tag(arch):
     p = arch_entry(arch)["preprocess"]
     return f"r{p['resize']}_c{p['crop']}"
-
-
-def lr_tag(lr):
-    return f"{float(lr):g}"
-
-
-def learning_rates(strategy):
-    return config["strategies"][strategy].get("learning_rates") or config["learning_rates"]
-
-
-def pretrain_training():
-    """The training settings pretraining uses: its weights entry sets the epochs and batch size, it never
-    stops early and monitors the source's own metric, so editing those for fine-tuning reruns no pretraining."""
-    return {k: v for k, v in config["training"].items() if k not in ("epochs", "batch_size", "patience", "monitor")}
-
-
-def weights_id(arch):
-    w = arch_entry(arch)["weights"]
-    if w["type"] == "pretrain":
-        return f"pretrain-{w['dataset']}"
-    return w["type"]
 
 
 def weights_file(arch):
@@ -92,29 +58,10 @@ def weights_file(arch):
 
 
 # -- the weights a training job starts from ---------------------------------------------------------------
-def from_scratch(strategy):
-    """Whether the strategy's jobs start from the architecture's random initialisation whatever its weights
-    (``random_init`` in its declaration: scratch, the reference that says whether transfer helps)."""
-    from medtl.strategies import STRATEGIES
-
-    return STRATEGIES.get(strategy_entry(strategy)["type"]).random_init
-
-
-def run_arch_entry(arch, strategy):
-    """The architecture as a training job sees it: its entry, with weights 'none' for a strategy that starts
-    from scratch, so that the weights entry is not in such a job's cache key (editing it reruns none of them)."""
-    entry = arch_entry(arch)
-    return {**entry, "weights": {"type": "none"}} if from_scratch(strategy) else entry
-
-
-def scratch_strategies():
-    """Config names of the strategies that start from scratch (variants included), in config order: the reports
-    show them beside the reference and test them against it, but rank them among no fine-tuning strategies."""
-    return [s for s in config["strategies"] if from_scratch(s)]
-
-
-def run_weights_id(arch, strategy):
-    return "none" if from_scratch(strategy) else weights_id(arch)
+from_scratch = PLAN.from_scratch
+run_arch_entry = PLAN.run_arch_entry
+scratch_strategies = PLAN.scratch_strategies
+run_weights_id = PLAN.run_weights_id
 
 
 def run_weights_file(arch, strategy):
@@ -131,24 +78,7 @@ def store_files(dataset, prep):
 RUN = "{dataset}/{arch}/{strategy}/lr{lr}/seed{seed}"
 
 
-def only(entry, key, default):
-    """An entry's optional restriction list (architectures.<a>.datasets / .strategies,
-    strategies.<s>.architectures); without one, everything."""
-    return (entry or {}).get(key) or list(default)
-
-
-def training_runs():
-    for dataset in config["datasets"]:
-        for arch, a in config["architectures"].items():
-            if dataset not in only(a, "datasets", config["datasets"]):
-                continue
-            for strategy, s in config["strategies"].items():
-                if strategy not in only(a, "strategies", config["strategies"]) or \
-                        arch not in only(s, "architectures", config["architectures"]):
-                    continue
-                for lr in learning_rates(strategy):
-                    for seed in config["seeds"]:
-                        yield dict(dataset=dataset, arch=arch, strategy=strategy, lr=lr_tag(lr), seed=seed)
+training_runs = PLAN.training_runs
 
 
 def run_files(name):
@@ -183,14 +113,6 @@ def preprocess_of(prep):
 
 
 # -- cached features (rules/features.smk) -----------------------------------------------------------
-def strategy_freezes_backbone(strategy):
-    from medtl.strategies import STRATEGIES, uses_frozen_features
-
-    entry = strategy_entry(strategy)
-    return uses_frozen_features(STRATEGIES.get(entry["type"]), entry["settings"],
-                                config["training"].get("frozen_bn", "eval"))
-
-
 def features_files(dataset, arch):
     return multiext(f"{RESULTS}/features/{dataset}/{arch}/{weights_id(arch)}", ".npy", ".json")
 
@@ -198,7 +120,7 @@ def features_files(dataset, arch):
 def run_features(w):
     """The train rule's ``features`` input: cached features when the strategy has frozen-backbone
     epochs and the weights are fixed (with weights 'none' the backbone is random, drawn per seed)."""
-    if run_weights_id(w.arch, w.strategy) == "none" or not strategy_freezes_backbone(w.strategy):
+    if not PLAN.uses_features(w.strategy, w.arch):
         return []
     return features_files(w.dataset, w.arch)
 
@@ -211,21 +133,13 @@ def features_spec(w):
         raise ValueError(f"features of {w.arch} exist only for its configured weights '{weights_id(w.arch)}', "
                          f"not '{w.weights}'")
     entry = arch_entry(w.arch)
-    return describe(entry["name"], entry["weights"], config["training"].get("normalize"))
+    return describe(entry["name"], entry["weights"], PLAN.training()["normalize"])
 
 
 # -- training jobs (rules/train.smk) ----------------------------------------------------------------
 def train_hp(w):
-    """The only config a training job depends on; editing anything else never reruns it."""
-    entry = dataset_entry(w.dataset)
-    return {
-        "dataset": {"name": w.dataset, "metrics": entry.get("metrics"), "primary_metric": entry.get("primary_metric")},
-        "arch": run_arch_entry(w.arch, w.strategy),  # weights 'none' for scratch
-        "strategy": strategy_entry(w.strategy),
-        "training": config["training"],
-        "lr": float(w.lr),
-        "seed": int(w.seed),
-    }
+    """The only config a training job depends on (its cache key: medtl.workflow.plan)."""
+    return PLAN.train_hp(w.dataset, w.arch, w.strategy, w.lr, w.seed)
 
 
 def train_inputs(w):
@@ -241,17 +155,8 @@ def train_inputs(w):
 REFERENCE_FILE = str(Path(workflow.basedir) / "references" / "published.yaml")
 
 
-def spft_strategies():
-    """Config names of the strategies of type 'spft' (variants included), in config order."""
-    return [s for s, e in config["strategies"].items() if (e or {}).get("type", s) == "spft"]
-
-
-def spft_settings():
-    """Each SPFT variant's resolved settings: its config entry over SPFT's defaults."""
-    from medtl.strategies import STRATEGIES
-
-    defaults = STRATEGIES.get("spft").defaults
-    return {s: {**defaults, **strategy_entry(s)["settings"]} for s in spft_strategies()}
+spft_strategies = PLAN.spft_strategies
+spft_settings = PLAN.spft_settings
 
 
 def spft_metric_files():
@@ -259,16 +164,11 @@ def spft_metric_files():
     return [f"{RESULTS}/runs/{RUN.format(**r)}/metrics.json" for r in training_runs() if r["strategy"] in names]
 
 
-def arch_families():
-    from medtl.models.spec import ARCHS
-
-    return {a: ARCHS.get(arch_entry(a)["name"]).family for a in config["architectures"]}
+arch_families = PLAN.arch_families
 
 
 # -- the reports ----------------------------------------------------------------------------------------
-def run_datasets():
-    """The datasets with training jobs, in config order: one table, interval table and figures each."""
-    return list(dict.fromkeys(r["dataset"] for r in training_runs()))
+run_datasets = PLAN.run_datasets
 
 
 def captions(report_name):

@@ -113,11 +113,14 @@ def test_early_stopping_selects_the_same_epoch(store_dir, cached, tmp_path):
     assert_same_results(plain, fast, hist_plain, hist_fast)
 
 
-def test_strategies_without_a_frozen_backbone_ignore_the_cache(store_dir, cached, tmp_path):
+def test_a_job_given_features_its_strategy_does_not_use_stops(store_dir, cached, tmp_path):
+    """The planner and the job read the same declaration (frozen_backbone_when): features given to a strategy
+    without frozen-backbone epochs are a disagreement between them, named, not silently ignored."""
     weights, npy = cached["resnet_tiny"]
     hp = hparams("resnet_tiny", "ft", epochs=1)
-    run(hp, store_dir, weights, tmp_path, "ft", features=npy)
-    assert json.loads((tmp_path / "ft" / "out" / "hparams.json").read_text())["cached_features"] is None
+    with pytest.raises(RuntimeError, match="'ft' has no epochs on a frozen backbone.*disagree"):
+        run(hp, store_dir, weights, tmp_path, "ft", features=npy)
+    assert not (tmp_path / "ft" / "out" / "metrics.json").exists()
     assert {name for name in STRATEGIES.names() if F.uses_frozen_features(STRATEGIES.get(name))} == {"lp", "lp_ft", "knn"}
     assert not F.uses_frozen_features(STRATEGIES.get("lp_ft"), {"lp_epochs": 0})  # no LP stage: no features job
     assert F.uses_frozen_features(STRATEGIES.get("lp_ft"), {})

@@ -22,8 +22,9 @@ def pretrain(arch: str, settings: dict, training: dict, store_dir: str, out: str
     epochs = int(settings.get("epochs", 5))
     hp = {"seed": int(settings.get("seed", 0)), "lr": float(settings.get("lr", 1e-3)),
           "arch": {"name": arch}, "strategy": {"type": "ft", "settings": {}},
-          "training": {**training, "epochs": epochs, "batch_size": int(settings.get("batch_size", 64))}}
-    device = resolve_device(training.get("device", "auto"))
+          "training": {**training, "epochs": epochs, "batch_size": int(settings.get("batch_size", 64)),
+                       "patience": epochs, "monitor": None}}
+    device = resolve_device(hp["training"].get("device", "auto"))
     net, strategy, train, val, norm = build(hp, store, None, device)
     monitor = store.meta["primary_metric"]
     loop = LoopSettings(epochs=epochs, batch_size=hp["training"]["batch_size"], patience=epochs, seed=hp["seed"],

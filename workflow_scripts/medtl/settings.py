@@ -5,7 +5,10 @@ with its type, the values it allows, its default and what it does. From that one
   stops the run before any job starts, naming the key path, the value and what is allowed;
 - the defaults a job uses (``Settings.resolve``; a ``Settings`` is also the mapping of its defaults,
   so ``{**spec.options, **options}`` merges config values over them);
-- the settings tables of the README (``medtl.workflow.docs``).
+- the settings tables of the README (``medtl.workflow.docs``);
+- a job's cache key (``Settings.key``): the resolved settings, each setting at its value, so that a changed
+  default reruns exactly the jobs it affects; a setting added later declares ``neutral``, the value that does
+  what jobs did before it existed, and is left out of the key at that value, so adding it reruns nothing.
 
 Nothing here imports more than the standard library: the workflow reads declarations while it plans.
 """
@@ -19,6 +22,8 @@ from typing import Any, Iterator
 
 #: the default of a setting that must be given
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
+#: no neutral value: the setting is always in a job's cache key
+ALWAYS_KEYED: Any = type("AlwaysKeyed", (), {"__repr__": lambda self: "ALWAYS_KEYED"})()
 
 
 def show(value: Any) -> str:
@@ -43,11 +48,17 @@ def _number(value: Any) -> bool:
 @dataclass(frozen=True)
 class Setting:
     """One setting: its default (``REQUIRED``: none, the config must give it), what it does, and whether
-    null is allowed besides the values of its type."""
+    null is allowed besides the values of its type.
+
+    ``neutral``: for a setting added after jobs were first keyed by their resolved settings, the value that
+    does exactly what those jobs did without it (an off switch, a factor of 1). At that value it is left out of
+    the job's cache key, so adding the setting reruns no finished job. Never change it once released; change
+    ``default`` instead (the jobs it affects rerun)."""
     default: Any = REQUIRED
     doc: str = ""
     _: KW_ONLY
     nullable: bool = False
+    neutral: Any = ALWAYS_KEYED
 
     def allows(self, value: Any) -> bool:
         return True
@@ -302,3 +313,29 @@ class Settings(Mapping):
         if problems:
             raise ValueError("; ".join(problems))
         return {**self, **{k: v for k, v in (values or {}).items() if k not in ignore}}
+
+    # -- the cache key ---------------------------------------------------------------------------------
+    def key(self, resolved: Mapping[str, Any]) -> dict:
+        """What of ``resolved`` (the output of :meth:`resolve`) goes into a job's cache key: every setting
+        at its value, except one at its declared ``neutral`` value. A job gets the key and calls
+        :meth:`unkey`; since the key holds no default, a changed default changes the keys of exactly the
+        jobs that use it."""
+        return {k: v for k, v in resolved.items() if not self._at_neutral(k, v)}
+
+    def unkey(self, keyed: Mapping[str, Any]) -> dict:
+        """The resolved settings a cache key (:meth:`key`) stands for: each setting left out of it at its
+        neutral value, never at its default (which may have changed since). A key holds every other setting;
+        one built by hand (a benchmark, a test) may leave some out: those take their defaults."""
+        left_out = {k: s.neutral for k, s in self.declared.items() if s.neutral is not ALWAYS_KEYED and k not in keyed}
+        return {**self, **left_out, **keyed}
+
+    def _at_neutral(self, name: str, value: Any) -> bool:
+        setting = self.declared.get(name)
+        return setting is not None and setting.neutral is not ALWAYS_KEYED and _same(value, setting.neutral)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as config values: as their JSON (1 and 1.0 differ from true; key order is not a difference)."""
+    import json
+
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

@@ -111,7 +111,8 @@ class Strategy:
             for m in self.net.block_modules(b):
                 m.eval()
 
-    #: some settings give epochs that train only the head on a frozen backbone (LP, LP-FT's first stage)
+    #: this run has epochs that train only the head on a frozen backbone (LP, LP-FT's first stage): set from the
+    #: declaration's ``frozen_backbone_when`` when the registry builds the strategy (StrategySpec.__call__)
     frozen_backbone = False
 
     def backbone_frozen(self, epoch: int) -> bool:

@@ -10,9 +10,8 @@ class FrozenBackboneStages:
     fixed function of the image; the ``extract_features`` rule computes it once per (dataset,
     architecture, weights) and those epochs train on it (medtl.training.features)."""
 
-    #: some epochs train only the head on a frozen backbone: cached features can stand in for it
-    #: (which settings give such epochs: the declaration's ``frozen_backbone_when``)
-    frozen_backbone = True
+    # which settings give such epochs, and so whether cached features can stand in for the backbone, is the
+    # declaration's ``frozen_backbone_when`` (StrategySpec sets ``frozen_backbone`` from it): one source
 
     def on_epoch_start(self, epoch, optimizer, probe) -> None:
         self._epoch = epoch

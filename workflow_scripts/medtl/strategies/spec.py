@@ -45,8 +45,13 @@ class StrategySpec:
         return getattr(importlib.import_module(module), name)
 
     def __call__(self, ctx, **settings: Any):
-        """The strategy for a job: settings checked against the declaration, defaults filled in."""
-        return self.load()(ctx, self.resolve(settings))
+        """The strategy for a job: settings checked against the declaration, defaults filled in. Whether its run
+        has epochs on a frozen backbone comes from the declaration (``frozen_backbone_when``), the one source the
+        planner reads too, so that planning and the job agree about cached features."""
+        resolved = self.resolve(settings)
+        strategy = self.load()(ctx, resolved)
+        strategy.frozen_backbone = self.frozen_backbone and bool(self.frozen_backbone_when(resolved))
+        return strategy
 
     # -- cached features -----------------------------------------------------------------------
     @property

@@ -18,10 +18,11 @@ from medtl.models import build_network
 from medtl.models.weights import load_weights
 from medtl.runtime import resolve_device, seed_everything, set_threads, signature
 from medtl.strategies import STRATEGIES, Context
-from medtl.training.batches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, SplitData
+from medtl.training.batches import Normalizer, SplitData
 from medtl.training.features import CachedFeatures, describe, uses_frozen_features
 from medtl.training.predictions import FILE as PREDICTIONS, write_predictions
 from medtl.training.trainer import LoopSettings, Outcome, Trainer, predict
+from medtl.workflow.plan import job_settings
 
 #: the keys of metrics.json that differ between two runs of the same job (the machine, its load): the rest is exact
 MACHINE_DEPENDENT = ("seconds", "train_seconds", "peak_memory_mb")
@@ -29,12 +30,13 @@ MACHINE_DEPENDENT = ("seconds", "train_seconds", "peak_memory_mb")
 
 def build(hp: dict, store, weights_file: str | None, device: torch.device):
     """Network, strategy and data for a job: shared by training and the benchmarks."""
+    hp = job_settings(hp)
     seed_everything(int(hp["seed"]))
     net = build_network(hp["arch"]["name"], len(store.classes))
     load_weights(net, weights_file)
     net.to(device)
     training = hp["training"]
-    if training.get("channels_last") and device.type == "cuda":
+    if training["channels_last"] and device.type == "cuda":
         net.to(memory_format=torch.channels_last)
     train = SplitData(store.images, store.indices("train"), store.targets("train"), pin=device.type == "cuda")
     val = SplitData(store.images, store.indices("val"), store.targets("val"), pin=device.type == "cuda")
@@ -44,23 +46,26 @@ def build(hp: dict, store, weights_file: str | None, device: torch.device):
         lr=float(hp["lr"]), epochs=int(training["epochs"]),
         steps_per_epoch=train.n_batches(int(training["batch_size"]), training=True),
         task=store.task, train_targets=store.targets("train"),
-        optimizer=training.get("optimizer", "adam"), weight_decay=float(training.get("weight_decay", 0.0)),
-        device=device, frozen_bn=training.get("frozen_bn", "eval"), schedule=training.get("schedule"),
+        optimizer=training["optimizer"], weight_decay=float(training["weight_decay"]),
+        device=device, frozen_bn=training["frozen_bn"], schedule=training["schedule"],
     )
     strategy_cls = STRATEGIES.get(hp["strategy"]["type"])
     strategy = strategy_cls(ctx, **hp["strategy"]["settings"])
-    norm_cfg = training.get("normalize", {})
-    norm = Normalizer(norm_cfg.get("mean", IMAGENET_MEAN), norm_cfg.get("std", IMAGENET_STD), device,
-                      channels_last=bool(training.get("channels_last")) and device.type == "cuda")
+    norm = Normalizer(training["normalize"]["mean"], training["normalize"]["std"], device,
+                      channels_last=bool(training["channels_last"]) and device.type == "cuda")
     return net, strategy, train, val, norm
 
 
 def load_features(hp: dict, store, features_file: str | None, strategy, device: torch.device):
     """The cached backbone features of the job's (dataset, architecture, weights), when its strategy
     has frozen-backbone epochs and the rule gave them (never for weights 'none': random, per seed)."""
-    if not features_file or not uses_frozen_features(strategy):
+    if not features_file:
         return None
-    expect = describe(hp["arch"]["name"], hp["arch"].get("weights"), hp["training"].get("normalize"))
+    if not uses_frozen_features(strategy):  # the planner read the same declaration: a mismatch is a bug, not data
+        raise RuntimeError(f"the job was given cached features {features_file}, but strategy "
+                           f"'{hp['strategy']['name']}' has no epochs on a frozen backbone with its settings "
+                           "(frozen_backbone_when in its declaration): the planner and the job disagree")
+    expect = describe(hp["arch"]["name"], hp["arch"].get("weights"), hp["training"]["normalize"])
     return CachedFeatures.load(features_file, store, expect, device)
 
 
@@ -118,9 +123,10 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     set_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     started = time.monotonic()
+    key, hp = hp, job_settings(hp)  # the cache key's settings in full: what trains, and what hparams.json records
     out = Path(out_dir)
     store = load_store(store_dir)
-    device = resolve_device(hp["training"].get("device", "auto"))
+    device = resolve_device(hp["training"]["device"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # the job's own peak (metrics.json: peak_memory_mb)
     net, strategy, train, val, norm = build(hp, store, weights_file, device)
@@ -128,7 +134,7 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     metric_names = list(hp["dataset"].get("metrics") or store.meta["metrics"])
     primary = hp["dataset"].get("primary_metric") or store.meta["primary_metric"]
     # a strategy's own monitor (SPFT: validation AUROC) first, then the study's, then the main metric
-    monitor = strategy.monitor or hp["training"].get("monitor") or primary
+    monitor = strategy.monitor or hp["training"]["monitor"] or primary
     if primary not in metric_names:
         metric_names.insert(0, primary)
     if monitor not in metric_names:
@@ -136,11 +142,11 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     training = hp["training"]
     loop = LoopSettings(epochs=int(training["epochs"]), batch_size=int(training["batch_size"]),
                         patience=int(training["patience"]), seed=int(hp["seed"]), monitor=monitor,
-                        metrics=metric_names, eval_batch_size=int(training.get("eval_batch_size", 256)),
-                        amp=bool(training.get("amp", True)),
+                        metrics=metric_names, eval_batch_size=int(training["eval_batch_size"]),
+                        amp=bool(training["amp"]),
                         # a GPU epoch can take less time than writing its checkpoint (VGG-19 with Adam: 1.6 GB)
                         checkpoint_interval_s=GPU_CHECKPOINT_INTERVAL_S if device.type == "cuda" else 0.0,
-                        compile=bool(training.get("compile", False) if compile is None else compile),
+                        compile=bool(training["compile"] if compile is None else compile),
                         # undefined on validation, either fails the job: selecting on NaN keeps an arbitrary model
                         classes=list(store.classes), selection=(primary,))
     features = load_features(hp, store, features_file, strategy, device)
@@ -154,7 +160,7 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
         outcome, fitted_probs = fit_without_training(strategy, store, features, {"train": train, "val": val,
                                                                                  "test": test}, norm, loop)
     else:
-        trainer = Trainer(strategy, train, val, norm, loop, checkpoint=Path(checkpoint), signature=signature(hp),
+        trainer = Trainer(strategy, train, val, norm, loop, checkpoint=Path(checkpoint), signature=signature(key),
                           features=features)
         outcome = trainer.fit(wait=False)  # the last checkpoint is written while the final predictions run
     train_seconds = time.monotonic() - fit_started
@@ -202,7 +208,7 @@ def run(hp: dict, store_dir: str, weights_file: str | None, out_dir: str, checkp
     write_json(out / "hparams.json", {**hp, "strategy_resolved": strategy.describe(), "monitor": monitor,
                                       "metrics": metric_names, "device": str(device), "amp": amp,
                                       "compile": loop.compile, "cached_features": features_file if features else None,
-                                      "torch": torch.__version__, "signature": signature(hp)})
+                                      "torch": torch.__version__, "signature": signature(key)})
     write_predictions(out / PREDICTIONS, store, split_probs)  # per image, for intervals and paired tests
     write_json(out / "metrics.json", result)  # last: its presence marks a finished job
     Path(checkpoint).unlink(missing_ok=True)
