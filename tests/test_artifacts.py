@@ -85,7 +85,9 @@ def rad_dino_repository(folder):
     save_file({"mlp.0.weight": torch.randn(32, 64), "mlp.0.bias": torch.randn(32),
                "last_layer.weight_g": torch.randn(128, 1), "last_layer.weight_v": torch.randn(128, 32)},
               str(folder / "dino_head.safetensors"))
-    (folder / "preprocessor_config.json").write_text(json.dumps(RAD_DINO_PREPROCESSOR, indent=2))
+    # written by its owner's writer (transformers' image processor), with the published file's values
+    settings = {k: v for k, v in RAD_DINO_PREPROCESSOR.items() if k != "image_processor_type"}
+    transformers.BitImageProcessor(**settings).save_pretrained(folder)
     (folder / "README.md").write_text("---\nlicense: other\nlibrary_name: transformers\n---\n# Model card\n")
     (folder / "LICENSE").write_text("MIT License\n")
     (folder / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
@@ -94,7 +96,7 @@ def rad_dino_repository(folder):
 
 def _same_features(out, model):
     net = build_network("vit_tiny", 5).eval()
-    net.load_backbone(torch.load(out, weights_only=True))
+    net.load_backbone(W.read_weights(out)[0])
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(net.features(x), model(pixel_values=x).last_hidden_state[:, 1:].mean(1),
@@ -113,6 +115,41 @@ def test_rad_dino_hub_snapshot_with_all_its_files_loads_offline(tmp_path, hub_of
     # a local clone of the repository: the same files, read in place
     W.fetch_hub("vit_tiny", {"type": "hub", "path": str(clone)}, tmp_path / "clone.pt", cache / "torch")
     _same_features(tmp_path / "clone.pt", model)
+
+
+def test_a_hub_encoder_trains_on_the_input_statistics_of_its_own_image_processor(tmp_path, hub_offline,  # noqa: F811
+                                                                                 tiny_store):
+    """RAD-DINO's preprocessor_config.json (mean 0.5307, SD 0.2583), read by transformers' AutoImageProcessor when
+    the weights are fetched, reaches the job's normalisation; ImageNet's stays the default of other weights, and an
+    explicit training.normalize wins."""
+    from medtl.training.job import build
+    from medtl.workflow.plan import Plan
+
+    clone = tmp_path / "rad-dino"
+    rad_dino_repository(clone)
+    cache = tmp_path / "cache"
+    hub_snapshot(cache / "huggingface", "microsoft/rad-dino", {p.name: p for p in clone.iterdir() if p.is_file()})
+    out = tmp_path / "hub.pt"
+    W.fetch_hub("vit_tiny", {"type": "hub", "repo": "microsoft/rad-dino"}, out, cache / "torch")
+    assert W.read_weights(out)[1] == {"mean": [0.5307] * 3, "std": [0.2583] * 3}
+
+    config = {"datasets": {"synth_derm": {}}, "learning_rates": [0.001], "seeds": [0],
+              "architectures": {"vit_tiny": {"weights": {"type": "hub", "repo": "microsoft/rad-dino"}},
+                                "resnet_tiny": {"weights": {"type": "none"}}},
+              "strategies": {"ft": {}, "scratch": {}}, "training": {"epochs": 1}}
+    plan = Plan(config)
+    hp = plan.train_hp("synth_derm", "vit_tiny", "ft", 0.001, 0)
+    assert hp["training"]["normalize"] == "weights"
+    assert plan.train_hp("synth_derm", "resnet_tiny", "ft", 0.001, 0)["training"]["normalize"]["mean"][0] == 0.485
+    assert plan.train_hp("synth_derm", "vit_tiny", "scratch", 0.001, 0)["training"]["normalize"]["mean"][0] == 0.485
+    *_, norm = build(hp, tiny_store, str(out), torch.device("cpu"))
+    torch.testing.assert_close(norm.mean.flatten() / 255, torch.full((3,), 0.5307))
+    torch.testing.assert_close(norm.std.flatten() / 255, torch.full((3,), 0.2583))
+    explicit = Plan({**config, "training": {"epochs": 1, "normalize": {"mean": [0.5] * 3, "std": [0.5] * 3}}})
+    assert explicit.train_hp("synth_derm", "vit_tiny", "ft", 0.001, 0)["training"]["normalize"]["mean"] == [0.5] * 3
+    with pytest.raises(ValueError, match="carries no input statistics"):  # weights without them: named, no guess
+        W.input_normalization("weights", W.save_backbone(W.read_weights(out)[0], tmp_path / "bare.pt")
+                              or tmp_path / "bare.pt")
 
 
 def test_hub_encoder_of_another_shape_or_incomplete_is_refused(tmp_path, hub_offline):  # noqa: F811

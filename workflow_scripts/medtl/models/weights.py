@@ -13,15 +13,41 @@ from medtl.io import atomic_path
 from medtl.models.network import ARCHS, build_network
 
 
+def read_weights(weights_file: str | os.PathLike) -> tuple[dict, dict | None]:
+    """A weights file of this module: the backbone state dict, and the input statistics the weights were trained
+    with when their owner publishes them (``{"mean": [...], "std": [...]}``; a hub encoder's
+    preprocessor_config.json), else None."""
+    saved = torch.load(weights_file, map_location="cpu", weights_only=True)
+    if isinstance(saved, dict) and set(saved) == {"backbone", "input_statistics"}:
+        return saved["backbone"], saved["input_statistics"]
+    return saved, None
+
+
 def load_weights(net, weights_file: str | os.PathLike | None) -> None:
     """Load a weights file of this module (a backbone state dict) into ``net``; None: keep its init."""
     if weights_file:
-        net.load_backbone(torch.load(weights_file, map_location="cpu", weights_only=True))
+        net.load_backbone(read_weights(weights_file)[0])
 
 
-def save_backbone(state: dict, out: str | os.PathLike) -> None:
+def save_backbone(state: dict, out: str | os.PathLike, input_statistics: dict | None = None) -> None:
+    """The backbone's state dict; with ``input_statistics``, the mean and SD its inputs were normalised with."""
     with atomic_path(out) as tmp:
-        torch.save(state, tmp)
+        torch.save(state if input_statistics is None else {"backbone": state, "input_statistics": input_statistics},
+                   tmp)
+
+
+def input_normalization(normalize: dict | str, weights_file: str | os.PathLike | None) -> tuple[list, list]:
+    """The per-channel mean and SD a job normalises its inputs with: ``training.normalize``'s, or with
+    ``normalize: weights`` (a hub encoder's default) those its weights file carries from the owner's
+    preprocessor_config.json."""
+    if normalize != "weights":
+        return list(normalize["mean"]), list(normalize["std"])
+    stats = read_weights(weights_file)[1] if weights_file else None
+    if stats is None:
+        raise ValueError(f"training.normalize is 'weights', but the weights file {weights_file} carries no input "
+                         "statistics (only a hub encoder's, from its preprocessor_config.json, does): set "
+                         "training.normalize to {mean: [...], std: [...]}")
+    return list(stats["mean"]), list(stats["std"])
 
 
 def fetch_imagenet(arch: str, out: str | os.PathLike, cache_dir: str | os.PathLike) -> None:
@@ -163,4 +189,21 @@ def fetch_hub(arch: str, weights: dict, out: str | os.PathLike, cache_dir: str |
         raise ValueError(f"{where}: model.safetensors lacks {len(info['missing_keys'])} of the encoder's tensors, "
                          f"e.g. {info['missing_keys'][:3]}; is it a DINOv2 checkpoint?")
     net.load_backbone(fit_pos_embed(dinov2_to_timm(model.state_dict()), net.net))
-    save_backbone(net.backbone_state(), out)
+    save_backbone(net.backbone_state(), out, hub_input_statistics(source, where, kwargs))
+
+
+def hub_input_statistics(source, where: str, kwargs: dict) -> dict:
+    """The input mean and SD of a hub encoder, from its preprocessor_config.json read by its owner's loader
+    (transformers' ``AutoImageProcessor``; RAD-DINO's: mean 0.5307, SD 0.2583 per channel, not ImageNet's)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(str(source), **kwargs)
+    except (OSError, ValueError) as err:
+        raise RuntimeError(f"could not read the image processor (preprocessor_config.json) of {where}: {err}. The "
+                           "encoder's input statistics come from it; the hub repository holds it") from None
+    mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+    if mean is None or std is None:
+        raise ValueError(f"{where}: preprocessor_config.json gives no image_mean / image_std")
+    mean, std = ([float(v)] * 3 if isinstance(v, (int, float)) else [float(x) for x in v] for v in (mean, std))
+    return {"mean": mean, "std": std}

@@ -28,6 +28,8 @@ TRAINING = Settings(
     channels_last=Bool(False, doc="channels-last memory format on CUDA"),
     amp=Bool(True, doc="bf16 autocast on CUDA for every strategy without an amp setting of its own; never on CPU"),
     compile=Bool(False, doc="torch.compile the network's forward pass"),
-    normalize=Table({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-                    doc="per-channel mean and SD of pixels scaled to [0, 1]"),
+    normalize=Table({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}, also=("weights",),
+                    doc="per-channel mean and SD of pixels scaled to [0, 1], or 'weights': those the weights were "
+                        "trained with, from their owner's file (a hub encoder's preprocessor_config.json). Unset: "
+                        "'weights' for an architecture with hub weights (RAD-DINO), ImageNet's otherwise"),
 )

@@ -104,7 +104,10 @@ def extract(spec: dict, store_dir: str, weights_file: str | None, out_npy: str, 
     net.to(dev).eval()
     if cuda:
         net.to(memory_format=torch.channels_last)
-    norm = Normalizer(spec["mean"], spec["std"], dev, channels_last=cuda)
+    from medtl.models.weights import input_normalization
+
+    mean, std = input_normalization("weights" if spec["mean"] == "weights" else spec, weights_file)
+    norm = Normalizer(mean, std, dev, channels_last=cuda)
     everything = SplitData(store.images, np.arange(len(store.images)), np.zeros((len(store.images), 1)),
                            pin=cuda, prefetch=False)
 

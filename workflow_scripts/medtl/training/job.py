@@ -15,7 +15,7 @@ from medtl.data.store import load_store
 from medtl.fit import GPU_CHECKPOINT_INTERVAL_S
 from medtl.io import atomic_path, write_json
 from medtl.models import build_network
-from medtl.models.weights import load_weights
+from medtl.models.weights import input_normalization, load_weights
 from medtl.runtime import resolve_device, seed_everything, set_threads, signature
 from medtl.strategies import STRATEGIES, Context
 from medtl.training.batches import Normalizer, SplitData
@@ -51,8 +51,8 @@ def build(hp: dict, store, weights_file: str | None, device: torch.device):
     )
     strategy_cls = STRATEGIES.get(hp["strategy"]["type"])
     strategy = strategy_cls(ctx, **hp["strategy"]["settings"])
-    norm = Normalizer(training["normalize"]["mean"], training["normalize"]["std"], device,
-                      channels_last=bool(training["channels_last"]) and device.type == "cuda")
+    mean, std = input_normalization(training["normalize"], weights_file)  # 'weights': the hub encoder's own
+    norm = Normalizer(mean, std, device, channels_last=bool(training["channels_last"]) and device.type == "cuda")
     return net, strategy, train, val, norm
 
 
