@@ -95,16 +95,7 @@ wildcard_constraints:
 
 
 # -- datasets (rules/data.smk) ----------------------------------------------------------------------
-def fetch_entry(name):
-    """type and options for fetching. Sources that have files put there by hand (they declare a
-    ``raw_data`` option) also get the config's ``raw_data`` folder, unless their entry sets its own;
-    other datasets' params stay as they were, so adding this reruns nothing."""
-    from medtl.data import DATASETS
-
-    entry = {k: v for k, v in dataset_entry(name).items() if k in ("type", "options")}
-    if "raw_data" in DATASETS.get(entry["type"]).options:
-        entry["options"] = {"raw_data": config["raw_data"], **entry.get("options", {})}
-    return entry
+fetch_entry = PLAN.fetch_entry
 
 
 def preprocess_of(prep):
@@ -133,7 +124,7 @@ def features_spec(w):
         raise ValueError(f"features of {w.arch} exist only for its configured weights '{weights_id(w.arch)}', "
                          f"not '{w.weights}'")
     entry = arch_entry(w.arch)
-    return describe(entry["name"], entry["weights"], PLAN.training()["normalize"])
+    return describe(entry["name"], entry["weights"], PLAN.training(w.arch)["normalize"])
 
 
 # -- training jobs (rules/train.smk) ----------------------------------------------------------------

@@ -133,13 +133,7 @@ rule report_classification:
                          labels={"file": "intervals.csv"}),
         summary=f"{REPORT}/classification/report.md",
     params:
-        # scratch only where the config has it: a config without one keeps its report's params
-        report=canonical({**config["report"], "strategies": list(config["strategies"]),
-                          "architectures": list(config["architectures"]),
-                          # each dataset's registry type: its default modality in the verdict (medtl.report.verdict)
-                          "dataset_types": {ds: (config["datasets"].get(ds) or {}).get("type", ds)
-                                            for ds in run_datasets()},
-                          **({"scratch": scratch_strategies()} if scratch_strategies() else {})}),
+        report=canonical(PLAN.report_settings()),
         out_dir=lambda w, output: str(Path(output.summary).parent),
     log:
         f"{RESULTS}/logs/report_classification.log",

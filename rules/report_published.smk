@@ -9,6 +9,7 @@ rule report_published:
     input:
         metrics=run_files("metrics.json"),
         reference=REFERENCE_FILE,
+        schema=str(Path(workflow.basedir) / "schemas" / "published.schema.yaml"),  # what the reference file is checked by
         intervals=f"{REPORT}/classification/intervals.csv",  # our interval beside each published number
         captions=captions("published"),
     output:

@@ -8,6 +8,7 @@ rule report_spft:
     input:
         metrics=spft_metric_files(),
         reference=REFERENCE_FILE,
+        schema=str(Path(workflow.basedir) / "schemas" / "published.schema.yaml"),  # what the reference file is checked by
         captions=captions("spft"),
     output:
         ablation=f"{REPORT}/spft/ablation.csv",

@@ -191,3 +191,28 @@ def test_planning_and_the_job_agree_about_a_new_head_first_strategys_features(
     strategy = STRATEGIES.get("head_first")(make_context(build_network("resnet_tiny", 3)),
                                             **job_settings(hp)["strategy"]["settings"])
     assert planned == uses_frozen_features(strategy) == expected
+
+
+# -- the same rule for detection and segmentation jobs ---------------------------------------------------------
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_a_changed_dense_strategy_default_changes_exactly_its_jobs_keys(task, monkeypatch):
+    import yaml
+
+    from medtl.workflow.dense_plan import DensePlan, dense_job_settings, strategies_of
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    plan = DensePlan(config, task)
+    before = {tuple(r.values()): plan.hp(**r) for r in plan.runs()}
+    registry = strategies_of(task)
+    spec = registry.get("spft")
+    unset = next(k for k in spec.settings if k not in (config[task]["strategies"]["spft"] or {})
+                 and type(spec.settings[k]) in (int, float))
+    new_default = spec.settings[unset] + 1
+    changed = Settings(spec.settings, **{unset: dataclasses.replace(spec.settings.declared[unset],
+                                                                     default=new_default)})
+    monkeypatch.setitem(registry._items, "spft", dataclasses.replace(spec, settings=changed))
+    after = {tuple(r.values()): plan.hp(**r) for r in plan.runs()}
+    assert sorted({k[2] for k in before if before[k] != after[k]}) == ["spft"]
+    job = dense_job_settings(after[next(k for k in after if k[2] == "spft")], task)
+    assert job["strategy"]["settings"][unset] == new_default
+    assert set(job["training"]) >= set(plan.training_declaration())  # every training setting, defaults included

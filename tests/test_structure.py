@@ -93,3 +93,23 @@ def test_shared_job_helpers_are_written_once_in_runtime():
     assert runtime <= {"medtl.io"}  # the lowest layer of the jobs
     users = [m for m, deps in import_graph().items() if "medtl.runtime" in deps]
     assert {"medtl.training.job", "medtl.segmentation.train", "medtl.detection.train"} <= set(users)
+
+
+def test_rule_files_hold_no_defaults_and_no_settings_logic():
+    """Issue 20: a job's settings, the grid and the pretraining keys are computed by medtl.workflow (plan,
+    dense_plan: unit-tested there); the .smk files keep paths, input functions and rules. What used to live
+    there: defaults repeated from the package, a task switch choosing pretraining keys, hp dicts built inline."""
+    import re
+
+    rules = Path(__file__).resolve().parents[1] / "rules"
+    for smk in sorted(rules.glob("*.smk")):
+        text = smk.read_text()
+        for pattern, what in ((r'"vit_b"|\b1024\b|\b640\b', "a default repeated from the package"),
+                              (r"if task ==", "settings logic per task"),
+                              (r'config\["training"\]|config\.get\("training"', "the training section read raw"),
+                              (r"\.get\(\"\w+\", (?!\{\})[^)]", "a default given inline")):
+            found = re.search(pattern, text)
+            assert not found, f"{smk.name}: {what}: {found.group(0)!r}"
+        for name, body in re.findall(r"^def (\w+_hp)\(w\):\n((?:    .*\n|\n)+)", text, flags=re.M):
+            lines = [line for line in body.splitlines() if line.strip() and not line.strip().startswith('"""')]
+            assert len(lines) == 1 and "PLAN" in lines[0], f"{smk.name}: {name} builds settings itself: {lines}"

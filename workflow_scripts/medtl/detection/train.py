@@ -44,7 +44,7 @@ def trainer_args(hp: dict, settings: dict, data_yaml: str, save_dir: Path, devic
                  weights_file: str | None) -> dict:
     """Ultralytics trainer arguments for this job (everything explicit: no library default decides a result)."""
     spec = DETECTORS.get(hp["model"]["type"])
-    t = {**TRAINING_DEFAULTS, **hp["training"]}
+    t = TRAINING.unkey(hp["training"])  # a job key leaves out settings at their neutral value
     on_gpu = device != "cpu"
     return {
         "model": resolve_cfg(hp["model"]["cfg"] or spec.default_cfg),
@@ -92,7 +92,8 @@ def train(hp: dict, data_dir: str, checkpoint_dir: str, weights_file: str | None
     """Train (or resume, or skip when done); return what the trainer left: best weights, history, stages."""
     spec = DETECTORS.get(hp["model"]["type"])
     strategy = DETECTION_STRATEGIES.get(hp["strategy"]["type"])
-    settings = strategy.resolve(hp["strategy"]["settings"], where=f"strategy '{hp['strategy']['name']}'")
+    settings = strategy.resolve(strategy.settings.unkey(hp["strategy"]["settings"]),
+                                where=f"strategy '{hp['strategy']['name']}'")
     schedule = strategy.schedule(settings)
     # absolute: Ultralytics puts a relative project folder under its own runs directory
     ckpt = Path(checkpoint_dir).resolve()
@@ -168,7 +169,7 @@ def _clean(x) -> float | None:
 
 def evaluate(hp: dict, model, data_dir: str, classes: list[str], work_dir: Path, device: str) -> dict:
     """Validator metrics of ``model`` (an Ultralytics model object) on val and test: overall and per class."""
-    t = {**TRAINING_DEFAULTS, **hp["training"]}
+    t = TRAINING.unkey(hp["training"])  # a job key leaves out settings at their neutral value
     out = {"val": {}, "test": {}, "per_class": {}}
     for split in ("val", "test"):
         m = model.val(data=str(Path(data_dir).resolve() / DATA_YAML), split=split,
@@ -190,7 +191,7 @@ def evaluate(hp: dict, model, data_dir: str, classes: list[str], work_dir: Path,
 
 def predict(hp: dict, model, data_dir: str, store, device: str) -> pd.DataFrame:
     """Test-set detections above ``predict_conf``, one row per box, in prepared-image pixels."""
-    t = {**TRAINING_DEFAULTS, **hp["training"]}
+    t = TRAINING.unkey(hp["training"])  # a job key leaves out settings at their neutral value
     files = sorted((Path(data_dir) / "images" / "test").glob("*.png"))
     rows = []
     for start in range(0, len(files), int(t["eval_batch_size"])):

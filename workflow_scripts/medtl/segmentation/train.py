@@ -43,9 +43,10 @@ def build_tuner(hp: dict, store, weights_file: str | None, device: torch.device,
     """SAM, strategy and data of a job: shared by training, pretraining and the tests."""
     seed_everything(int(hp["seed"]))
     model = {**MODEL_DEFAULTS, **hp["model"]}
-    t = {**TRAINING_DEFAULTS, **hp["training"]}
+    t = TRAINING.unkey(hp["training"])  # a job key leaves out settings at their neutral value
     strategy = SEGMENTATION_STRATEGIES.get(hp["strategy"]["type"])
-    settings = strategy.resolve(hp["strategy"]["settings"], where=f"strategy '{hp['strategy']['name']}'")
+    settings = strategy.resolve(strategy.settings.unkey(hp["strategy"]["settings"]),
+                                where=f"strategy '{hp['strategy']['name']}'")
     sam = build_sam(model["encoder"], int(model["img_size"]), weights_file)
     train = SegData(store.images, store.masks, store.indices("train"))
     val = SegData(store.images, store.masks, store.indices("val"))

@@ -38,10 +38,11 @@ class Plan:
 
     # -- entries --------------------------------------------------------------------------------------
     def dataset_entry(self, name: str) -> dict:
-        entry = self.config["datasets"].get(name) or self.config.get("source_datasets", {}).get(name)
-        if entry is None:
-            raise ValueError(f"dataset '{name}' is in neither datasets nor source_datasets of the config")
-        return {"type": entry.get("type", name), **entry}
+        for section in ("datasets", "source_datasets"):
+            if name in (self.config.get(section) or {}):
+                entry = self.config[section][name] or {}  # an entry of {} or null: the registry's defaults
+                return {"type": entry.get("type", name), **entry}
+        raise ValueError(f"dataset '{name}' is in neither datasets nor source_datasets of the config")
 
     def arch_entry(self, name: str) -> dict:
         from medtl.models.spec import ARCHS
@@ -68,12 +69,19 @@ class Plan:
         resolved = spec.resolve(settings, f"strategies.{name}")
         return {"name": name, "type": entry.get("type", name), "settings": spec.settings.key(resolved)}
 
-    def training(self) -> dict:
-        """The ``training`` section resolved (declared defaults filled in)."""
-        return TRAINING.resolve(self.config.get("training"), "training")
+    def training(self, arch: str | None = None, strategy: str | None = None) -> dict:
+        """The ``training`` section resolved (declared defaults filled in), for ``arch``'s jobs (of ``strategy``):
+        unless the config sets ``normalize``, an architecture with hub weights (RAD-DINO) normalises its inputs
+        with the statistics its weights file carries (the owner's preprocessor_config.json), not ImageNet's."""
+        resolved = TRAINING.resolve(self.config.get("training"), "training")
+        if arch is not None and "normalize" not in (self.config.get("training") or {}):
+            entry = self.run_arch_entry(arch, strategy) if strategy else self.arch_entry(arch)
+            if entry["weights"]["type"] == "hub":
+                resolved["normalize"] = "weights"
+        return resolved
 
-    def training_key(self) -> dict:
-        return TRAINING.key(self.training())
+    def training_key(self, arch: str | None = None, strategy: str | None = None) -> dict:
+        return TRAINING.key(self.training(arch, strategy))
 
     def pretrain_training(self) -> dict:
         """The training settings pretraining uses (keyed): editing the fine-tuning-only ones reruns no
@@ -116,7 +124,7 @@ class Plan:
             return False
         spec = self.strategy_spec(strategy)
         settings = spec.settings.unkey(self.strategy_entry(strategy)["settings"])
-        return uses_frozen_features(spec, settings, self.training()["frozen_bn"])
+        return uses_frozen_features(spec, settings, self.training(arch, strategy)["frozen_bn"])
 
     # -- the grid --------------------------------------------------------------------------------------
     def training_runs(self) -> Iterator[dict]:
@@ -140,7 +148,7 @@ class Plan:
             "dataset": {"name": dataset, "metrics": entry.get("metrics"), "primary_metric": entry.get("primary_metric")},
             "arch": self.run_arch_entry(arch, strategy),  # weights 'none' for scratch
             "strategy": self.strategy_entry(strategy),
-            "training": self.training_key(),
+            "training": self.training_key(arch, strategy),
             "lr": float(lr),
             "seed": int(seed),
         }
@@ -159,6 +167,28 @@ class Plan:
         from medtl.models.spec import ARCHS
 
         return {a: ARCHS.get(self.arch_entry(a)["name"]).family for a in self.config["architectures"]}
+
+    def report_settings(self) -> dict:
+        """The classification report's params: the ``report`` section, the config's order of strategies and
+        architectures, each dataset's registry type (its default modality in the verdict) and, only where the
+        config has one, the scratch strategies (a config without one keeps its report's params)."""
+        scratch = self.scratch_strategies()
+        return {**self.config["report"], "strategies": list(self.config["strategies"]),
+                "architectures": list(self.config["architectures"]),
+                "dataset_types": {ds: (self.config["datasets"].get(ds) or {}).get("type", ds)
+                                  for ds in self.run_datasets()},
+                **({"scratch": scratch} if scratch else {})}
+
+    def fetch_entry(self, name: str) -> dict:
+        """type and options for fetching. Sources that have files put there by hand (they declare a ``raw_data``
+        option) also get the config's ``raw_data`` folder, unless their entry sets its own; other datasets' params
+        stay as they were."""
+        from medtl.data import DATASETS
+
+        entry = {k: v for k, v in self.dataset_entry(name).items() if k in ("type", "options")}
+        if "raw_data" in DATASETS.get(entry["type"]).options:
+            entry["options"] = {"raw_data": self.config["raw_data"], **entry.get("options", {})}
+        return entry
 
     def run_datasets(self) -> list[str]:
         """The datasets with training jobs, in config order."""
