@@ -64,6 +64,15 @@ RAD_DINO_PREPROCESSOR = {
     "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 518}}
 
 
+def write_rad_dino_preprocessor(folder):
+    """preprocessor_config.json written by its owner's writer (transformers' BitImageProcessor), with the values of
+    the published file."""
+    import transformers
+
+    settings = {k: v for k, v in RAD_DINO_PREPROCESSOR.items() if k != "image_processor_type"}
+    transformers.BitImageProcessor(**settings).save_pretrained(folder)
+
+
 def rad_dino_repository(folder):
     """Every file microsoft/rad-dino lists: model.safetensors + config.json (written by transformers'
     ``save_pretrained``), backbone_compatible.safetensors (the same encoder in the DINOv2 code's names),
@@ -85,9 +94,7 @@ def rad_dino_repository(folder):
     save_file({"mlp.0.weight": torch.randn(32, 64), "mlp.0.bias": torch.randn(32),
                "last_layer.weight_g": torch.randn(128, 1), "last_layer.weight_v": torch.randn(128, 32)},
               str(folder / "dino_head.safetensors"))
-    # written by its owner's writer (transformers' image processor), with the published file's values
-    settings = {k: v for k, v in RAD_DINO_PREPROCESSOR.items() if k != "image_processor_type"}
-    transformers.BitImageProcessor(**settings).save_pretrained(folder)
+    write_rad_dino_preprocessor(folder)
     (folder / "README.md").write_text("---\nlicense: other\nlibrary_name: transformers\n---\n# Model card\n")
     (folder / "LICENSE").write_text("MIT License\n")
     (folder / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
@@ -262,7 +269,7 @@ def test_both_studies_fetch_their_weights_through_the_workflow(tmp_path, monkeyp
     save_file({"cls_token": torch.zeros(1, 1, 768), "blocks.0.attn.qkv.weight": torch.zeros(2304, 768),
                "blocks.0.ls1.gamma": torch.zeros(768)}, str(repo / "backbone_compatible.safetensors"))
     save_file({"mlp.0.weight": torch.zeros(8, 768)}, str(repo / "dino_head.safetensors"))
-    (repo / "preprocessor_config.json").write_text(json.dumps(RAD_DINO_PREPROCESSOR))
+    write_rad_dino_preprocessor(repo)
     hub_snapshot(tmp_path / "results" / "spft" / "cache" / "huggingface", "microsoft/rad-dino",
                  {p.name: p for p in repo.iterdir()})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -273,5 +280,6 @@ def test_both_studies_fetch_their_weights_through_the_workflow(tmp_path, monkeyp
     for arch in ("resnet50", "densenet121", "vgg19"):
         build_network(arch, 2).load_backbone(torch.load(tmp_path / f"results/paper/weights/{arch}/imagenet.pt",
                                                         weights_only=True))
-    build_network("rad_dino", 2).load_backbone(torch.load(tmp_path / "results/spft/weights/rad_dino/hub.pt",
-                                                          weights_only=True))
+    backbone, stats = W.read_weights(tmp_path / "results/spft/weights/rad_dino/hub.pt")
+    build_network("rad_dino", 2).load_backbone(backbone)
+    assert stats == {"mean": [0.5307] * 3, "std": [0.2583] * 3}  # its own image processor's, for its jobs

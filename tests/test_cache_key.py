@@ -19,7 +19,7 @@ from medtl.training.declaration import TRAINING
 from medtl.workflow.config import check_config
 from medtl.workflow.plan import Plan, job_settings
 from run_helpers import split_jobs
-from workflow_helpers import REPO, SNAKEMAKE, scheduled_jobs, snakemake, tiny_config, write_config
+from workflow_helpers import REPO, scheduled_jobs, snakemake, tiny_config, write_config
 
 CONFIG = tiny_config(strategies={"ft": {}, "lp_ft": {}, "spft": {"top_k": 2}, "l2_sp": {"alpha": 0.01}},
                      seeds=[0, 1])
@@ -120,21 +120,7 @@ def workflow_copy(root):
 
 
 def dry_run(workdir, configfile, snakefile):
-    import re
-    import subprocess
-
-    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(workdir), "--configfile",
-                           str(configfile), "--cores", "2", "-n"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = []
-    for line in (proc.stdout + proc.stderr).splitlines():
-        rule = re.match(r"^(?:local)?rule (\w+):", line)
-        if rule:
-            jobs.append([rule.group(1), ""])
-        wildcards = re.match(r"^\s+wildcards: (.*)$", line)
-        if wildcards and jobs:
-            jobs[-1][1] = wildcards.group(1)
-    return split_jobs([tuple(j) for j in jobs])
+    return split_jobs(scheduled_jobs(workdir, configfile, snakefile=snakefile))
 
 
 @pytest.mark.slow

@@ -157,3 +157,23 @@ def test_table_pages_render_markdown_tables_and_drop_dead_links(tmp_path):
     with pytest.raises(FileNotFoundError, match="no u.md"):
         write_table_pages([tmp_path / "u.html"])
     assert "&lt;script&gt;" in table_page("<script>alert(1)</script>", "x")  # raw HTML is not passed through
+
+
+# -- the report contract: each report rule's declared outputs are exactly what its writer writes ------------------
+@pytest.mark.slow
+def test_every_report_rule_declares_exactly_the_files_its_writer_writes(finished_run):
+    """Snakemake's own list of every output file and the rule that makes it (``--summary``), against the files the
+    report writers left under results/report: a file a writer adds without its rule naming it (not in the HTML
+    report, never cleaned) or a declared one it stops writing (a MissingOutputException in a study) fails here."""
+    workdir = finished_run
+    proc = snakemake(workdir, workdir / "config.yaml", "--summary")
+    declared: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        cells = line.split("\t")
+        if len(cells) > 2 and cells[2].startswith("report_"):
+            declared[str(Path(cells[0]).relative_to("results/report"))] = cells[2]
+    assert set(declared.values()) == {"report_classification", "report_spft", "report_published",
+                                      "report_detection", "report_segmentation"}
+    on_disk = set(report_files(workdir))
+    assert sorted(on_disk - set(declared)) == [], "written but declared by no report rule"
+    assert sorted(set(declared) - on_disk) == [], "declared but not written"

@@ -17,8 +17,11 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True,
+              snakefile: Path | None = None) -> subprocess.CompletedProcess:
+    """Snakemake on ``configfile`` in ``workdir``, with this repository's Snakefile or ``snakefile`` (a copy of the
+    workflow, e.g. with an edited declaration)."""
+    cmd = [*SNAKEMAKE, "--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(configfile), "--cores", "2", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if check and proc.returncode != 0:
@@ -26,9 +29,10 @@ def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -
     return proc
 
 
-def scheduled_jobs(workdir: Path, configfile: Path, *targets: str) -> list[tuple[str, str]]:
+def scheduled_jobs(workdir: Path, configfile: Path, *targets: str,
+                   snakefile: Path | None = None) -> list[tuple[str, str]]:
     """(rule, wildcards) of every job a dry run would execute."""
-    proc = snakemake(workdir, configfile, "-n", *targets)
+    proc = snakemake(workdir, configfile, "-n", *targets, snakefile=snakefile)
     jobs: list[list[str]] = []
     for line in (proc.stdout + proc.stderr).splitlines():
         rule = re.match(r"^(?:local)?rule (\w+):", line)
