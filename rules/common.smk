@@ -37,6 +37,7 @@ def res(rule_kind, key, default):
 
 # -- config slices: medtl.workflow.plan computes them (unit-tested there); these names keep the rules short --
 from medtl.workflow.plan import Plan, lr_tag, only  # noqa: E402
+from medtl.report.outputs import DATASET, STUDIES  # noqa: E402
 
 PLAN = Plan(config)
 dataset_entry = PLAN.dataset_entry
@@ -162,7 +163,29 @@ arch_families = PLAN.arch_families
 run_datasets = PLAN.run_datasets
 
 
-def captions(report_name):
-    """The captions of one report (report/<report_name>/*.rst). Snakemake's HTML report shows them beside the
-    results, and the report's report.md quotes them: as inputs, editing one rebuilds the report.md."""
-    return sorted(str(p) for p in (Path(workflow.basedir) / "report" / report_name).glob("*.rst"))
+def report_outputs(study, datasets=()):
+    """A report rule's outputs, as medtl/report/outputs.py declares them: the files under results/report/<study>/,
+    each shown one wrapped in Snakemake's report() with its caption (report/<study>/<caption>.rst)."""
+    declared = STUDIES[study]
+
+    def one(rel, out, dataset=None):
+        path = f"{REPORT}/{study}/{rel}"
+        if not out.caption:
+            return path
+        return report(path, caption=f"../report/{study}/{out.caption}.rst", category=declared.category,
+                      subcategory=out.subcategory, labels=out.labels(dataset))
+
+    outputs = {}
+    for out in declared.outputs:
+        if out.per_dataset:
+            outputs[out.name] = [one(p.replace(DATASET, ds), out, ds) for ds in datasets for p in out.paths]
+        else:
+            outputs[out.name] = one(out.paths[0], out) if len(out.paths) == 1 else [one(p, out) for p in out.paths]
+    return outputs
+
+
+def captions(study):
+    """The captions of one report (report/<study>/<caption>.rst, as medtl/report/outputs.py attaches them).
+    Snakemake's HTML report shows them beside the results, and the report's report.md quotes them: as inputs,
+    editing one rebuilds the report.md."""
+    return [str(Path(workflow.basedir) / "report" / study / f"{name}.rst") for name in STUDIES[study].captions()]

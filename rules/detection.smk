@@ -87,33 +87,11 @@ rule report_detection:
         stores=[detection_store(ds) for ds in dense_section("detection").get("datasets", {})],
         captions=captions("detection"),
     output:
-        table=f"{REPORT}/detection/detection_table.md",
-        table_csv=f"{REPORT}/detection/detection_table.csv",
-        table_page=report(f"{REPORT}/detection/detection_table.html",
-                          caption="../report/detection/detection_table.rst",
-                          category="Detection · study 2 (SPFT)", subcategory="Tables and figures",
-                          labels={"result": "scores"}),
-        per_class=f"{REPORT}/detection/per_class.md",
-        per_class_csv=f"{REPORT}/detection/per_class.csv",
-        per_class_page=report(f"{REPORT}/detection/per_class.html", caption="../report/detection/per_class.rst",
-                              category="Detection · study 2 (SPFT)", subcategory="Tables and figures",
-                              labels={"result": "scores per class"}),
-        figures=[
-            report(f"{REPORT}/detection/figures/boxes_{ds}.png", caption="../report/detection/boxes.rst",
-                   category="Detection · study 2 (SPFT)", subcategory="Tables and figures",
-                   labels={"result": f"test images with boxes: {ds}"})
-            for ds in dense_section("detection").get("datasets", {})
-        ],
-        summary=report(f"{REPORT}/detection/summary.csv", caption="../report/detection/summary.rst",
-                       category="Detection · study 2 (SPFT)", subcategory="Data", labels={"file": "summary.csv"}),
-        all_runs=report(f"{REPORT}/detection/all_runs.csv", caption="../report/detection/all_runs.rst",
-                        category="Detection · study 2 (SPFT)", subcategory="Data", labels={"file": "all_runs.csv"}),
-        report=f"{REPORT}/detection/report.md",
+        **report_outputs("detection", dense_section("detection").get("datasets", {})),
     params:
         report=canonical(dense_report_settings("detection")),
         stores=canonical({ds: dense_store_dir("detection", ds)
                           for ds in dense_section("detection").get("datasets", {})}),
-        out_dir=lambda w, output: str(Path(output.report).parent),
     log:
         f"{RESULTS}/logs/report_detection.log",
     benchmark:

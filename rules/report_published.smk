@@ -13,22 +13,7 @@ rule report_published:
         intervals=f"{REPORT}/classification/intervals.csv",  # our interval beside each published number
         captions=captions("published"),
     output:
-        summary=f"{REPORT}/published/side_by_side.md",
-        page=report(f"{REPORT}/published/side_by_side.html", caption="../report/published/side_by_side.rst",
-                    category="Classification · published numbers", subcategory="Side by side",
-                    labels={"result": "our results next to the published ones, and the recounts"}),
-        side_by_side=report(f"{REPORT}/published/side_by_side.csv",
-                            caption="../report/published/side_by_side_data.rst",
-                            category="Classification · published numbers", subcategory="Data",
-                            labels={"file": "side_by_side.csv"}),
-        recount_table11=report(f"{REPORT}/published/recount_table11.csv", caption="../report/published/recount.rst",
-                               category="Classification · published numbers", subcategory="Data",
-                               labels={"file": "recount_table11.csv"}),
-        recount_table12=report(f"{REPORT}/published/recount_table12.csv", caption="../report/published/recount.rst",
-                               category="Classification · published numbers", subcategory="Data",
-                               labels={"file": "recount_table12.csv"}),
-    params:
-        out_dir=lambda w, output: str(Path(output.summary).parent),
+        **report_outputs("published"),
     log:
         f"{RESULTS}/logs/report_published.log",
     benchmark:

@@ -64,29 +64,11 @@ rule report_segmentation:
         stores=[segmentation_store(ds) for ds in dense_section("segmentation").get("datasets", {})],
         captions=captions("segmentation"),
     output:
-        table=f"{REPORT}/segmentation/segmentation_table.md",
-        table_csv=f"{REPORT}/segmentation/segmentation_table.csv",
-        table_page=report(f"{REPORT}/segmentation/segmentation_table.html",
-                          caption="../report/segmentation/segmentation_table.rst",
-                          category="Segmentation · study 2 (SPFT)", subcategory="Tables and figures",
-                          labels={"result": "Dice"}),
-        figures=[
-            report(f"{REPORT}/segmentation/figures/masks_{ds}.png", caption="../report/segmentation/masks.rst",
-                   category="Segmentation · study 2 (SPFT)", subcategory="Tables and figures",
-                   labels={"result": f"test images with masks: {ds}"})
-            for ds in dense_section("segmentation").get("datasets", {})
-        ],
-        summary=report(f"{REPORT}/segmentation/summary.csv", caption="../report/segmentation/summary.rst",
-                       category="Segmentation · study 2 (SPFT)", subcategory="Data", labels={"file": "summary.csv"}),
-        all_runs=report(f"{REPORT}/segmentation/all_runs.csv", caption="../report/segmentation/all_runs.rst",
-                        category="Segmentation · study 2 (SPFT)", subcategory="Data", labels={"file": "all_runs.csv"}),
-        per_image=f"{REPORT}/segmentation/per_image.csv",  # every (job, image, structure): too long for the report
-        report=f"{REPORT}/segmentation/report.md",
+        **report_outputs("segmentation", dense_section("segmentation").get("datasets", {})),
     params:
         report=canonical(dense_report_settings("segmentation")),
         stores=canonical({ds: dense_store_dir("segmentation", ds)
                           for ds in dense_section("segmentation").get("datasets", {})}),
-        out_dir=lambda w, output: str(Path(output.report).parent),
     log:
         f"{RESULTS}/logs/report_segmentation.log",
     benchmark:

@@ -202,3 +202,77 @@ def test_a_changed_dense_strategy_default_changes_exactly_its_jobs_keys(task, mo
     job = dense_job_settings(after[next(k for k in after if k[2] == "spft")], task)
     assert job["strategy"]["settings"][unset] == new_default
     assert set(job["training"]) >= set(plan.training_declaration())  # every training setting, defaults included
+
+
+# -- the architectures' weights entries and the reports: declared like the rest ----------------------------
+PRETRAINED = tiny_config(strategies={"ft": {}, "scratch": {}},
+                         architectures={"vgg_tiny": {"weights": {"type": "pretrain", "dataset": "source"}}},
+                         source_datasets={"source": {"type": "synth_derm", "options": {"n": 60, "size": 36}}})
+
+
+def replace_default(monkeypatch, declaration: Settings, name: str, default):
+    """Change a declared default in place, as an edit of its declaration would (its neutral value stays)."""
+    monkeypatch.setitem(declaration.declared, name, dataclasses.replace(declaration.declared[name], default=default))
+
+
+def test_a_weights_entry_is_keyed_with_its_type_s_declared_defaults(monkeypatch):
+    from medtl.models.weights_declaration import WEIGHTS, weights_settings
+
+    check_config(copy.deepcopy(PRETRAINED))
+    plan = Plan(copy.deepcopy(PRETRAINED))
+    # at the defaults the entry read with .get(key, default) before: its key is the entry as written, so
+    # upgrading reruns no pretraining
+    assert plan.arch_entry("vgg_tiny")["weights"] == {"type": "pretrain", "dataset": "source"}
+    before = keys(PRETRAINED)
+    replace_default(monkeypatch, WEIGHTS["pretrain"], "epochs", 7)
+    keyed = Plan(copy.deepcopy(PRETRAINED)).arch_entry("vgg_tiny")["weights"]
+    assert keyed == {"type": "pretrain", "dataset": "source", "epochs": 7}  # the pretraining job reruns
+    assert weights_settings(keyed)["epochs"] == 7 and weights_settings(keyed) == weights_settings(weights_settings(keyed))
+    after = keys(PRETRAINED)
+    # and so does every job that starts from those weights; a job from scratch does not
+    assert sorted({k[2] for k in before if before[k] != after[k]}) == ["ft"]
+
+
+def test_pretraining_runs_the_entry_s_declared_epochs(monkeypatch, tmp_path, tiny_store, capsys):
+    from medtl.models.weights_declaration import WEIGHTS
+    from medtl.pretrain import pretrain
+
+    replace_default(monkeypatch, WEIGHTS["pretrain"], "epochs", 1)
+    keyed = Plan(copy.deepcopy(PRETRAINED)).arch_entry("vgg_tiny")["weights"]  # what the rule's params hold
+    pretrain("vgg_tiny", keyed, {"device": "cpu", "patience": 5, "batch_size": 16}, str(tiny_store.root),
+             str(tmp_path / "w.pt"), str(tmp_path / "ckpt"), threads=1)
+    assert "for 1 epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"type": "imagenet", "epochs": 3}, r"weights\.epochs: not a setting of weights type 'imagenet' \(only of pretrain\)"),
+    ({"type": "pretrain", "dataset": "source", "epoch": 3}, r"weights \(type pretrain\)\.epoch: unknown setting "
+                                                            r"\(did you mean 'epochs'\?\)"),
+    ({"type": "checkpoint"}, r"weights \(type checkpoint\)\.path: required"),
+    ({"type": "pretrain", "dataset": "source", "lr": 0}, r"weights \(type pretrain\)\.lr: 0 is not allowed; expected a number > 0"),
+])
+def test_a_weights_entry_is_checked_by_its_type_s_declaration(entry, message):
+    from medtl.workflow.config import ConfigError
+
+    config = copy.deepcopy(PRETRAINED)
+    config["architectures"]["vgg_tiny"]["weights"] = entry
+    with pytest.raises(ConfigError, match=r"architectures\.vgg_tiny\." + message):
+        check_config(config)
+
+
+def test_the_report_params_hold_the_declared_defaults(monkeypatch):
+    from medtl.report.declaration import DENSE_REPORT, REPORT
+    from medtl.report.statistics import Resampling
+    from medtl.workflow.dense_plan import DensePlan
+
+    import yaml
+
+    params = Plan(copy.deepcopy(CONFIG)).report_settings()
+    assert {k: params[k] for k in REPORT} == dict(REPORT)
+    replace_default(monkeypatch, REPORT, "bootstrap_resamples", 321)
+    params = Plan(copy.deepcopy(CONFIG)).report_settings()  # the report reruns
+    assert params["bootstrap_resamples"] == 321 and Resampling.from_config(params).n_resamples == 321
+    assert Resampling.from_config({}).n_resamples == 321  # a report built without the workflow too
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    replace_default(monkeypatch, DENSE_REPORT, "n_images", 2)
+    assert DensePlan(config, "segmentation").report_settings()["n_images"] == 2

@@ -22,7 +22,7 @@ from medtl.report import significance as S
 from medtl.report.classification import build_report
 from medtl.training.predictions import FILE, predictions_path, read_predictions, write_predictions
 
-FAST = S.Settings(n_resamples=1000)
+FAST = S.Resampling(n_resamples=1000)
 
 
 def softmax(z):
@@ -76,7 +76,7 @@ def test_a_metric_defined_otherwise_falls_back_to_medtl_metrics(monkeypatch):
     assert not S.check_consistency("multiclass", "accuracy", y, p, rng)
     group = S.Group(task="multiclass", y=y, groups=None, scores={"ft": {0: p}}, metrics=["accuracy"],
                     primary="accuracy")
-    res = S.analyse_group(group, None, S.Settings(n_resamples=100), rng)
+    res = S.analyse_group(group, None, S.Resampling(n_resamples=100), rng)
     assert res.intervals["estimate"].iloc[0] == pytest.approx(changed("multiclass", y, p, ["accuracy"])["accuracy"])
     assert any("differs from medtl.metrics" in n for n in res.notes)
 
@@ -110,7 +110,7 @@ def test_patients_are_resampled_whole():
     def interval(y, probs, groups):
         g = S.Group(task="binary", y=np.eye(2, dtype=int)[y], groups=groups, scores={"ft": {0: probs}},
                     metrics=["accuracy"], primary="accuracy")
-        r = S.analyse_group(g, None, S.Settings(n_resamples=1000), np.random.default_rng(9)).intervals.iloc[0]
+        r = S.analyse_group(g, None, S.Resampling(n_resamples=1000), np.random.default_rng(9)).intervals.iloc[0]
         return r["ci_low"], r["ci_high"], r["resampled"]
 
     once = interval(yb, p, ids)
@@ -214,7 +214,7 @@ def test_null_comparisons_paired_bootstrap_false_positive_rate():
 
 def test_null_comparisons_delong_false_positive_rate():
     rate, tests = flagged(lambda r: binary_pair(r), 200, seed=11, task="binary", metric="auroc",
-                          settings=S.Settings(n_resamples=100))  # DeLong's p needs no resampling
+                          settings=S.Resampling(n_resamples=100))  # DeLong's p needs no resampling
     print(f"\nDeLong, 200 null comparisons (AUROC, 200 images): {100 * rate:.1f}% flagged at 0.05")
     assert tests == {S.DELONG}
     assert 0.01 <= rate <= 0.08
@@ -238,7 +238,7 @@ def test_null_comparisons_with_training_randomness_across_seeds():
 def test_a_known_gain_is_found_in_most_runs():
     boot, _ = flagged(lambda r: multiclass_pair(r, gain=0.35), 100, seed=13, task="multiclass", metric="accuracy")
     dl, _ = flagged(lambda r: binary_pair(r, gain=0.6), 100, seed=14, task="binary", metric="auroc",
-                    settings=S.Settings(n_resamples=100))
+                    settings=S.Resampling(n_resamples=100))
     print(f"\npower: paired bootstrap {100 * boot:.0f}% (accuracy gain, 100 runs), DeLong {100 * dl:.0f}% "
           f"(AUROC gain, 100 runs)")
     assert boot >= 0.8

@@ -193,7 +193,7 @@ def group(task="multiclass", n=90, k=3, seeds=(0, 1), same=False):
 
 def test_analyse_group_estimates_are_seed_means_of_medtl_metrics():
     g = group()
-    res = ST.analyse_group(g, "ft", ST.Settings(n_resamples=200), np.random.default_rng(0))
+    res = ST.analyse_group(g, "ft", ST.Resampling(n_resamples=200), np.random.default_rng(0))
     for r in res.intervals.to_dict("records"):
         m, seeds = r["metric"], g.scores[r["strategy"]].values()
         want = np.mean([M.compute(g.task, g.y, p, [m])[m] for p in seeds])
@@ -204,12 +204,12 @@ def test_analyse_group_estimates_are_seed_means_of_medtl_metrics():
     assert row["strategy"] == "x" and row["test"] == ST.BOOTSTRAP and row["paired_seeds"]
     assert row["diff"] == pytest.approx(row["mean"] - row["reference_mean"], abs=1e-12)
     assert row["diff"] > 0 and row["p"] < 0.05                # a much stronger signal
-    again = ST.analyse_group(g, "ft", ST.Settings(n_resamples=200), np.random.default_rng(0))
+    again = ST.analyse_group(g, "ft", ST.Resampling(n_resamples=200), np.random.default_rng(0))
     assert again.intervals.equals(res.intervals) and again.paired.equals(res.paired)
 
 
 def test_a_strategy_equal_to_the_reference_is_no_different():
-    res = ST.analyse_group(group(same=True, seeds=(0,)), "ft", ST.Settings(n_resamples=200), np.random.default_rng(1))
+    res = ST.analyse_group(group(same=True, seeds=(0,)), "ft", ST.Resampling(n_resamples=200), np.random.default_rng(1))
     row = res.paired.iloc[0]
     assert row["diff"] == 0 and row["ci_low"] == 0 and row["ci_high"] == 0 and row["p"] == 1.0
 
@@ -221,7 +221,7 @@ def test_binary_auroc_on_independent_images_uses_delong():
     g = ST.Group(task="binary", y=np.eye(2, dtype=int)[yb], groups=None, metrics=["auroc"], primary="auroc",
                  scores={"ft": {0: pair(1 / (1 + np.exp(-(yb + rng.normal(size=120)))))},
                          "x": {0: pair(1 / (1 + np.exp(-(2 * yb + rng.normal(size=120)))))}})
-    row = ST.analyse_group(g, "ft", ST.Settings(n_resamples=100), rng).paired.iloc[0]
+    row = ST.analyse_group(g, "ft", ST.Resampling(n_resamples=100), rng).paired.iloc[0]
     r = ST.delong_paired(yb, [g.scores["x"][0][:, 1]], [g.scores["ft"][0][:, 1]])
     assert row["test"] == ST.DELONG and row["diff"] == pytest.approx(r["diff"], abs=1e-12)
     assert row["p"] == pytest.approx(2 * (1 - __import__("scipy").stats.norm.cdf(abs(r["diff"]) / r["se"])))

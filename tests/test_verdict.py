@@ -85,9 +85,12 @@ def test_modality_from_config_then_type():
 
 
 def rule_verdict_outputs() -> set[str]:
-    """The verdict's files among rules/report.smk's report_classification outputs, relative to its folder."""
-    text = (REPO / "rules" / "report.smk").read_text()
-    names = set(re.findall(r'f"\{REPORT\}/classification/((?:figures/)?(?:verdict|critical)[\w.]+)"', text))
+    """The verdict's files among the classification report rule's outputs (medtl.report.outputs), relative to its
+    folder."""
+    from medtl.report.outputs import STUDIES
+
+    names = {rel for o in STUDIES["classification"].outputs for rel in o.files([])
+             if Path(rel).name.startswith(("verdict", "critical"))}
     return {n for n in names if not n.endswith(".html")}  # the pages are rendered from the .md by the script
 
 

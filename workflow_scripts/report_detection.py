@@ -1,11 +1,14 @@
 """Merge every detection job into the comparison tables and box overlay figures."""
 from medtl.detection.report import build_report
 from medtl.report.document import write_table_pages
+from medtl.report.outputs import ReportFiles
 from medtl.workflow.script import job_log, param
 
 with job_log(snakemake):
     settings = param(snakemake, "report")
+    files = ReportFiles.from_output("detection", snakemake.output)  # each file where the rule names it
     build_report(list(map(str, snakemake.input.metrics)), list(map(str, snakemake.input.predictions)),
-                 param(snakemake, "stores"), snakemake.params.out_dir, model_order=settings["models"],
+                 param(snakemake, "stores"), files, model_order=settings["models"],
                  strategy_order=settings["strategies"], n_images=settings["n_images"], box_conf=settings["box_conf"])
     write_table_pages(snakemake.output)  # the tables Snakemake's HTML report shows
+    files.check_written()

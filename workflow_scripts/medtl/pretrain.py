@@ -9,6 +9,7 @@ import torch
 
 from medtl.data.store import load_store
 from medtl.models.weights import save_backbone
+from medtl.models.weights_declaration import weights_settings
 from medtl.runtime import resolve_device, set_threads
 from medtl.training.job import build
 from medtl.training.trainer import LoopSettings, Trainer
@@ -19,10 +20,11 @@ def pretrain(arch: str, settings: dict, training: dict, store_dir: str, out: str
     set_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     store = load_store(store_dir)
-    epochs = int(settings.get("epochs", 5))
-    hp = {"seed": int(settings.get("seed", 0)), "lr": float(settings.get("lr", 1e-3)),
+    settings = weights_settings({**settings, "type": "pretrain"})  # declared defaults: medtl.models.weights_declaration
+    epochs = int(settings["epochs"])
+    hp = {"seed": int(settings["seed"]), "lr": float(settings["lr"]),
           "arch": {"name": arch}, "strategy": {"type": "ft", "settings": {}},
-          "training": {**training, "epochs": epochs, "batch_size": int(settings.get("batch_size", 64)),
+          "training": {**training, "epochs": epochs, "batch_size": int(settings["batch_size"]),
                        "patience": epochs, "monitor": None}}
     device = resolve_device(hp["training"].get("device", "auto"))
     net, strategy, train, val, norm = build(hp, store, None, device)

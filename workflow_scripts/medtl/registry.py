@@ -53,7 +53,7 @@ class Registry(Generic[T]):
 class DeclaredRegistry(Registry[T]):
     """A registry whose entries declare their settings: each must have a ``settings`` attribute that is a
     :class:`medtl.settings.Settings` (an empty one for an entry without settings). The config check, the
-    defaults jobs use and the README's tables all read that declaration, so an entry without one is refused
+    defaults jobs use and the tables of docs/ all read that declaration, so an entry without one is refused
     when it is registered rather than accepted with settings nobody checks."""
 
     def register(self, name: str) -> Callable[[T], T]:

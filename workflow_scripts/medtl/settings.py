@@ -5,7 +5,7 @@ with its type, the values it allows, its default and what it does. From that one
   stops the run before any job starts, naming the key path, the value and what is allowed;
 - the defaults a job uses (``Settings.resolve``; a ``Settings`` is also the mapping of its defaults,
   so ``{**spec.options, **options}`` merges config values over them);
-- the settings tables of the README (``medtl.workflow.docs``);
+- the settings tables of docs/configuration.md and docs/datasets.md (``medtl.workflow.docs``);
 - a job's cache key (``Settings.key``): the resolved settings, each setting at its value, so that a changed
   default reruns exactly the jobs it affects; a setting added later declares ``neutral``, the value that does
   what jobs did before it existed, and is left out of the key at that value, so adding it reruns nothing.
@@ -80,15 +80,18 @@ class Setting:
 
 
 def _bounds(minimum, maximum, above, below) -> str:
+    def num(v) -> str:  # an integer in full (a seed's 4294967295, not 4.29497e+09)
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
     parts = []
     if minimum is not None:
-        parts.append(f">= {minimum:g}")
+        parts.append(f">= {num(minimum)}")
     if above is not None:
-        parts.append(f"> {above:g}")
+        parts.append(f"> {num(above)}")
     if maximum is not None:
-        parts.append(f"<= {maximum:g}")
+        parts.append(f"<= {num(maximum)}")
     if below is not None:
-        parts.append(f"< {below:g}")
+        parts.append(f"< {num(below)}")
     return " and ".join(parts)
 
 

@@ -1,6 +1,6 @@
 """Detection report: every job's metrics and predictions -> tables and box overlays.
 
-Written into ``out_dir`` (each file atomically; ``report.md`` last):
+Written to the report rule's files (:mod:`medtl.report.outputs`; each atomically, ``report.md`` last):
 
 - ``all_runs.csv``          one row per job (val and test scores, epochs, time)
 - ``summary.csv``           mean and SE over seeds per (dataset, model, strategy), val and test
@@ -24,6 +24,8 @@ from medtl.data.dense_store import load_dense_store
 from medtl.dense_report import (load_runs, markdown, mean_se_table, order_rows, save_figure, show_image, summarize,
                                 write_csv, write_text)
 from medtl.report.document import caption
+from medtl.report.declaration import DENSE_REPORT
+from medtl.report.outputs import ReportFiles, report_files
 from medtl.report.select import mean_se
 
 METRICS = {"map50": "mAP@50", "map50_95": "mAP@50-95", "precision": "Precision", "recall": "Recall"}
@@ -96,11 +98,13 @@ def box_figure(store, predictions: dict[tuple[str, str], pd.DataFrame], path: Pa
     save_figure(fig, path)
 
 
-def build_report(metric_files: list[str], prediction_files: list[str], store_dirs: dict[str, str], out_dir: str,
+def build_report(metric_files: list[str], prediction_files: list[str], store_dirs: dict[str, str],
+                 out_dir: "str | ReportFiles",
                  model_order: list[str] | None = None, strategy_order: list[str] | None = None,
-                 n_images: int = 4, box_conf: float = 0.05) -> dict[str, str]:
+                 n_images: int = DENSE_REPORT["n_images"],
+                 box_conf: float = DENSE_REPORT["box_conf"]) -> dict[str, str]:
     """``prediction_files[i]`` belongs to ``metric_files[i]``; ``store_dirs``: dataset -> prepared store."""
-    out = Path(out_dir)
+    out = report_files("detection", out_dir)  # the rule's files (medtl.report.outputs), or a folder
     files = [str(f) for f in metric_files]
     runs = order_rows(load_runs(files, "detection"), model_order, strategy_order)
     columns = [f"{s}_{m}" for s in ("test", "val") for m in METRICS]
@@ -108,10 +112,10 @@ def build_report(metric_files: list[str], prediction_files: list[str], store_dir
     table = mean_se_table(summary, {f"test_{m}": label for m, label in METRICS.items()})
     per_class = per_class_table(files, runs)
     written = {}
-    write_csv(runs, out / "all_runs.csv")
-    write_csv(summary, out / "summary.csv")
-    write_csv(table, out / "detection_table.csv")
-    write_text(markdown(table), out / "detection_table.md")
+    write_csv(runs, out("all_runs.csv"))
+    write_csv(summary, out("summary.csv"))
+    write_csv(table, out("detection_table.csv"))
+    write_text(markdown(table), out("detection_table.md"))
     if not per_class.empty:
         per_class = order_rows(per_class, model_order, strategy_order)
         pc = mean_se_table(per_class, {"map50": "AP@50", "map50_95": "AP@50-95"}, best_within=["dataset", "class"])
@@ -120,8 +124,8 @@ def build_report(metric_files: list[str], prediction_files: list[str], store_dir
         pc_md = markdown(pc)
     else:
         pc_md = "No per-class scores: the jobs' metrics files have none.\n"
-    write_csv(per_class, out / "per_class.csv")
-    write_text(pc_md, out / "per_class.md")
+    write_csv(per_class, out("per_class.csv"))
+    write_text(pc_md, out("per_class.md"))
     # figures: predictions of the lowest seed of each (model, strategy)
     preds = {}
     for mfile, pfile in zip(files, prediction_files):
@@ -137,7 +141,7 @@ def build_report(metric_files: list[str], prediction_files: list[str], store_dir
                              model_order, strategy_order)
         frames = {(m, s): pd.read_csv(chosen[(m, s)][1], dtype={"class": str, "image_id": str, "score": float})
                   for m, s in zip(ordered["model"], ordered["strategy"])}
-        path = out / "figures" / f"boxes_{ds}.png"
+        path = out(f"figures/boxes_{ds}.png")
         box_figure(load_dense_store(store_dirs[ds], task="detection"), frames, path, n_images, box_conf)
         figures.append(path)
     # each section headed by the caption Snakemake's report shows beside the same result (report/detection/)
@@ -148,6 +152,6 @@ def build_report(metric_files: list[str], prediction_files: list[str], store_dir
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
     lines += ["## Data", "", "### [all_runs.csv](all_runs.csv)", "", caption("detection/all_runs"),
               "### [summary.csv](summary.csv)", "", caption("detection/summary")]
-    write_text("\n".join(lines), out / "report.md")
+    write_text("\n".join(lines), out("report.md"))
     written.update({p.name: str(p) for p in figures})
     return written

@@ -1,6 +1,7 @@
 """Entry point: every training job's metrics.json -> the study's classification tables and figures.
 
-Written into ``out_dir`` (each file atomically; ``report.md`` last):
+Written to the files of the report rule (declared in :mod:`medtl.report.outputs`; each atomically,
+``report.md`` last), relative to ``results/report/classification``:
 
 - ``all_runs.csv``                 one row per job (nothing dropped: rows == metrics files)
 - ``per_lr.csv``                   mean / SE over seeds for every (dataset, arch, strategy, lr)
@@ -41,6 +42,8 @@ from medtl.io import atomic_path
 from . import figures, significance, tables, verdict
 from .document import caption
 from .collect import Runs, check_complete, collect_runs
+from .declaration import REPORT
+from .outputs import ReportFiles, report_files
 from .select import UNDEFINED, aggregate, select_lr
 
 __all__ = ["build_report", "check_complete"]
@@ -56,11 +59,14 @@ def _write_text(text: str, path: Path) -> None:
         tmp.write_text(text)
 
 
-def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", threshold: float = 0.001,
+def build_report(metric_files: list[str], out_dir: "str | ReportFiles", reference: str = REPORT["reference"],
+                 threshold: float = REPORT["effective_threshold"],
                  strategy_order: list[str] | None = None, arch_order: list[str] | None = None,
                  *, expected: int | None = None, stats: dict | None = None,
                  scratch: list[str] | None = None) -> dict[str, str]:
-    """Build every table and figure; return {path relative to out_dir: path written}.
+    """Build every table and figure; return {path relative to the report's folder: path written}.
+
+    ``out_dir``: the report rule's files (:class:`medtl.report.outputs.ReportFiles`), or a folder.
 
     ``reference``: the strategy the others are compared with (must have runs).
     ``threshold``: relative gain (0.001 = 0.1%) a strategy needs over the reference to count as effective.
@@ -106,11 +112,11 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
                             if c.name in order else c, kind="stable")
         return df.reset_index(drop=True)
 
-    out = Path(out_dir)
+    files = report_files("classification", out_dir)
     written: dict[str, str] = {}
 
     def put(rel_path: str, obj) -> None:
-        path = out / rel_path
+        path = files(rel_path)
         if isinstance(obj, pd.DataFrame):
             _write_csv(obj, path)
         else:
@@ -127,7 +133,7 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     cost_md = tables.cost_markdown(cost)
     put("cost.csv", cost)
     put("cost.md", cost_md)
-    sig = significance.analyse(runs, selected, reference, significance.Settings.from_config(stats), scratch=scratch)
+    sig = significance.analyse(runs, selected, reference, significance.Resampling.from_config(stats), scratch=scratch)
 
     dataset_md = {}
     for ds in datasets:
@@ -180,11 +186,11 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
     figure_notes = {}  # what each figure leaves out, and why: under the figure and in report.md
     for ds in datasets:
         name = f"figures/relative_improvement_{ds}.png"
-        figure_notes[ds] = figures.dataset_bars(rel, ds, archs, strategies, reference, out / name)
-        written[name] = str(out / name)
+        figure_notes[ds] = figures.dataset_bars(rel, ds, archs, strategies, reference, files(name))
+        written[name] = str(files(name))
     name = "figures/relative_improvement_all.png"
-    figure_notes["all"] = figures.overview_heatmap(rel, datasets, archs, strategies, reference, out / name)
-    written[name] = str(out / name)
+    figure_notes["all"] = figures.overview_heatmap(rel, datasets, archs, strategies, reference, files(name))
+    written[name] = str(files(name))
     if sig is not None:
         put("intervals.csv", sort(sig.intervals, ("metric",)))
         put("paired_comparison.csv", sort(sig.paired))
@@ -193,8 +199,8 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
             put(f"tables/{ds}_intervals.md", significance.interval_markdown(sig.intervals, ds, archs, strategies,
                                                                            runs.dataset_metrics[ds]))
             name = f"figures/forest_{ds}.png"
-            significance.forest_plot(sig.paired, ds, archs, strategies, reference, out / name)
-            written[name] = str(out / name)
+            significance.forest_plot(sig.paired, ds, archs, strategies, reference, files(name))
+            written[name] = str(files(name))
         sig_md = significance.report_section(sig, datasets, archs, strategies, runs.dataset_metrics, reference)
     else:
         sig_md = ("## Confidence intervals and paired tests\n\nNone: no job kept its predictions "
@@ -202,7 +208,7 @@ def build_report(metric_files: list[str], out_dir: str, reference: str = "ft", t
 
     sig_md = cost_section(cost_md) + sig_md  # the cost table's section, before the intervals'
     # one verdict across datasets: Friedman, Nemenyi's CD diagram, Bayesian signed-rank vs the reference, per modality
-    written.update(verdict.write_verdict(selected, out, reference, ranked, stats, (stats or {}).get("dataset_types")))
+    written.update(verdict.write_verdict(selected, files, reference, ranked, stats, (stats or {}).get("dataset_types")))
     sig_md += "\n" + verdict.report_section(written)
     put("report.md", _report_md(runs, per_lr, selected, datasets, archs, strategies, reference, dataset_md, rel_md,
                                 best_md, eff_md, t11_md, t12_md, sig_md, figure_notes, intervals=sig is not None,

@@ -578,17 +578,18 @@ def classification_settings(metric_files: list[str], intervals: pd.DataFrame | N
     return out
 
 
-def build_published_report(metric_files: list[str], reference: Reference, out_dir: str | Path,
+def build_published_report(metric_files: list[str], reference: Reference, out_dir: "str | Path | ReportFiles",
                            intervals: str | Path | None = None) -> dict[str, str]:
     """``side_by_side.csv`` (every setting of ours, matched or not), ``recount_table11.csv`` and
     ``recount_table12.csv`` (the papers' printed summary tables next to their recount from the published
     per-setting tables, :func:`recount_table11` / :func:`recount_table12`), ``side_by_side.md`` (the matched
     ones, the reference rows this run has no result for, the recounts, and what the reference file lacks).
     ``intervals``: the classification report's intervals.csv; its intervals and ``published_in_ci`` join the
-    side by side."""
+    side by side. ``out_dir``: the report rule's files (:class:`medtl.report.outputs.ReportFiles`), or a folder."""
     from medtl.io import atomic_path
 
     from .document import caption
+    from .outputs import report_files
 
     ours = classification_settings(metric_files, pd.read_csv(intervals) if intervals else None)
     side = side_by_side(ours, reference)
@@ -612,14 +613,14 @@ def build_published_report(metric_files: list[str], reference: Reference, out_di
              "[recount_table11.csv](recount_table11.csv) · [recount_table12.csv](recount_table12.csv)\n",
              recount_markdown(t11, t12, reference),
              "## Data\n", "### [side_by_side.csv](side_by_side.csv)\n", caption("published/side_by_side_data")]
-    out = Path(out_dir)
+    files = report_files("published", out_dir)
     written = {}
     for rel, obj in (("recount_table11.csv", t11), ("recount_table12.csv", t12),
                      ("side_by_side.csv", side), ("side_by_side.md", "\n".join(text))):
-        with atomic_path(out / rel) as tmp:
+        with atomic_path(files(rel)) as tmp:
             if isinstance(obj, pd.DataFrame):
                 obj.to_csv(tmp, index=False)
             else:
                 tmp.write_text(obj)
-        written[rel] = str(out / rel)
+        written[rel] = str(files(rel))
     return written

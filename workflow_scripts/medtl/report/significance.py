@@ -1,9 +1,9 @@
 """The classification report's intervals and paired tests, as files: the per-image predictions every training
 job keeps (``predictions.parquet``) loaded per (dataset, architecture), every group analysed
-(:mod:`medtl.report.statistics`, whose docstring states the method; the same text is in report.md and the
-README), and the CSV columns, Markdown tables, counts and forest plots made from the results.
+(:mod:`medtl.report.statistics`, whose docstring states the method; the same text is in report.md and
+docs/statistics.md), and the CSV columns, Markdown tables, counts and forest plots made from the results.
 
-The statistics' names stay importable from here (``significance.holm``, ``significance.Settings``, ...).
+The statistics' names stay importable from here (``significance.holm``, ``significance.Resampling``, ...).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pandas as pd
 from medtl import metrics as M
 
 from .statistics import (BOOTSTRAP, DELONG, PAIRED_GROUP_COLUMNS, UNIT_IMAGE, UNIT_PATIENT,  # noqa: F401
-                         Design, Group, GroupResult, Settings, analyse_group, bootstrap_p, combine, delong,
+                         Design, Group, GroupResult, Resampling, analyse_group, bootstrap_p, combine, delong,
                          delong_paired, design, holm, inverted_p, seed_component)
 from .weighted_metrics import check_consistency, resampled_metric, weighted_metric  # noqa: F401
 
@@ -39,7 +39,7 @@ class Significance:
     intervals: pd.DataFrame   # INTERVAL_COLUMNS: one row per reported (dataset, arch, strategy, metric) cell
     paired: pd.DataFrame      # PAIRED_COLUMNS: one row per (dataset, arch, strategy other than the reference)
     notes: list[str]
-    settings: Settings
+    settings: Resampling
     scratch: list[str] = field(default_factory=list)  # strategies trained from scratch: their own Holm family
 
 
@@ -98,14 +98,14 @@ def load_groups(runs, selected: pd.DataFrame, notes: list[str]) -> dict[tuple[st
     return out
 
 
-def analyse(runs, selected: pd.DataFrame, reference: str, settings: Settings | None = None,
+def analyse(runs, selected: pd.DataFrame, reference: str, settings: Resampling | None = None,
             scratch: list[str] | tuple = ()) -> Significance | None:
     """Intervals and paired tests for every (dataset, arch) of a run; ``None`` when no job kept predictions.
 
     ``runs``: :func:`medtl.report.collect.collect_runs` (its ``file`` column locates each job's predictions);
     ``selected``: :func:`medtl.report.select.select_lr`; ``scratch``: the strategies trained from scratch, compared
     with the reference like the others but Holm-corrected as a family of their own (``holm_family``)."""
-    settings = settings or Settings()
+    settings = settings or Resampling()
     scratch = [s for s in dict.fromkeys(scratch) if s != reference]
     notes: list[str] = []
     if not any(p.is_file() for p in map(_pred_path, runs.table["file"])):

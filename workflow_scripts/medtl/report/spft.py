@@ -17,7 +17,7 @@ Scores: test macro AUROC (and per-class test AUROC) at the learning rate with th
 macro AUROC over seeds (ties: the smaller rate), as mean and sample standard deviation (ddof = 1) over
 the seeds; a single seed has no standard deviation (n/a), a NaN seed makes the group NaN.
 
-Written into ``out_dir`` (each file atomically; ``report.md`` last): ``runs.csv`` (one row per job),
+Written to the report rule's files (:mod:`medtl.report.outputs`; each atomically, ``report.md`` last): ``runs.csv`` (one row per job),
 ``ablation.csv|md``, ``per_class.csv|md``, ``topk.csv|md``, ``side_by_side.csv|md`` (every setting with its
 published counterpart or "no published counterpart"; the Markdown lists the matched ones),
 ``figures/per_class_auc.png`` and ``report.md``. Each table and report.md section opens with the caption Snakemake's
@@ -36,6 +36,7 @@ from medtl.io import atomic_path
 
 from .collect import MetricsFileError, load_run
 from .document import caption
+from .outputs import ReportFiles, report_files
 from .published import MATCHED, UNMATCHED, Reference, fmt, matched_markdown, side_by_side, status_markdown
 from .tables import markdown, ordered
 
@@ -318,10 +319,12 @@ def _write(obj, path: Path) -> None:
             tmp.write_text(obj)
 
 
-def build_spft_report(metric_files: list[str], out_dir: str, settings: dict[str, dict], reference: Reference,
+def build_spft_report(metric_files: list[str], out_dir: "str | ReportFiles", settings: dict[str, dict], reference: Reference,
                       strategy_order: list[str] | None = None, arch_order: list[str] | None = None,
                       families: dict[str, str] | None = None) -> dict[str, str]:
-    """Build every table and the figure; return {path relative to out_dir: path written}.
+    """Build every table and the figure; return {path relative to the report's folder: path written}.
+
+    ``out_dir``: the report rule's files (:class:`medtl.report.outputs.ReportFiles`), or a folder.
 
     ``settings``: resolved settings of every SPFT variant (config entry over SPFT's defaults), by name.
     ``reference``: the published numbers (:func:`medtl.report.published.load_reference`).
@@ -342,12 +345,12 @@ def build_spft_report(metric_files: list[str], out_dir: str, settings: dict[str,
     side = side_by_side(ours[["dataset", "arch", "strategy", "metric", "class", "lr", "n_seeds", "mean", "sd",
                               "support"]], reference)
 
-    out = Path(out_dir)
+    files = report_files("spft", out_dir)
     written: dict[str, str] = {}
 
     def put(rel: str, obj) -> None:
-        _write(obj, out / rel)
-        written[rel] = str(out / rel)
+        _write(obj, files(rel))
+        written[rel] = str(files(rel))
 
     put("runs.csv", runs)
 
@@ -396,8 +399,8 @@ def build_spft_report(metric_files: list[str], out_dir: str, settings: dict[str,
                + matched_markdown(side) + "\n" + status_markdown(reference))
     put("side_by_side.md", side_md)
     name = "figures/per_class_auc.png"
-    per_class_figure(per_class, mains, datasets, archs, out / name)
-    written[name] = str(out / name)
+    per_class_figure(per_class, mains, datasets, archs, files(name))
+    written[name] = str(files(name))
 
     seeds = " ".join(str(s) for s in sorted(set(runs["seed"])))
     parts = [

@@ -3,7 +3,7 @@ intervals for every reported cell and paired comparisons with the reference stra
 predictions of one (dataset, architecture). :mod:`medtl.report.significance` loads the predictions and
 writes the tables and figures.
 
-Method (the same text is in report.md and the README):
+Method (the same text is in report.md and docs/statistics.md):
 
 - **Resampling units.** Test images are resampled by patient when the dataset has patient (group)
   ids, otherwise image by image. Units are stratified by class (single-label: the unit's most frequent
@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .declaration import REPORT
 from .weighted_metrics import check_consistency, resampled_metric, weighted_metric
 
 UNIT_PATIENT, UNIT_IMAGE = "patients", "images"
@@ -47,10 +48,12 @@ BOOTSTRAP, DELONG = "paired bootstrap", "DeLong"
 
 
 @dataclass
-class Settings:
-    n_resamples: int = 1000
-    confidence_level: float = 0.95
-    seed: int = 0
+class Resampling:
+    """How intervals and paired tests resample: the ``report`` section's settings (their defaults declared
+    in :mod:`medtl.report.declaration`) and two limits of the implementation."""
+    n_resamples: int = REPORT["bootstrap_resamples"]
+    confidence_level: float = REPORT["confidence_level"]
+    seed: int = REPORT["bootstrap_seed"]
     min_stratum: int = 5         # strata with fewer units are pooled
     max_batch_elements: int = 4_000_000  # resamples x images held at once
 
@@ -59,11 +62,10 @@ class Settings:
         return 1.0 - self.confidence_level
 
     @classmethod
-    def from_config(cls, report: dict | None) -> "Settings":
-        report = report or {}
-        return cls(n_resamples=int(report.get("bootstrap_resamples", cls.n_resamples)),
-                   confidence_level=float(report.get("confidence_level", cls.confidence_level)),
-                   seed=int(report.get("bootstrap_seed", cls.seed)))
+    def from_config(cls, report: dict | None) -> "Resampling":
+        report = {**REPORT, **(report or {})}  # the declared defaults under what the section sets
+        return cls(n_resamples=int(report["bootstrap_resamples"]), confidence_level=float(report["confidence_level"]),
+                   seed=int(report["bootstrap_seed"]))
 
 
 # -- resampling design: units (patients or images) and class strata ----------------------------------
@@ -234,7 +236,7 @@ class GroupResult:
     notes: list[str] = field(default_factory=list)
 
 
-def analyse_group(group: Group, reference: str | None, settings: Settings, rng: np.random.Generator,
+def analyse_group(group: Group, reference: str | None, settings: Resampling, rng: np.random.Generator,
                   name: str = "") -> GroupResult:
     """Intervals of every (strategy, metric) cell and, with a ``reference``, the paired difference of every
     other strategy on the primary metric (module docstring). The cells are seed means; the bootstrap

@@ -28,6 +28,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from medtl.io import atomic_path
+from .declaration import REPORT
+from .outputs import ReportFiles, report_files
 
 # a dataset's modality when the config's report.modality does not name one: by the dataset's registry type
 DEFAULT_MODALITY = {
@@ -243,23 +245,24 @@ def _notes_md(notes: list[str]) -> str:
     return ("\n" + "".join(f"- {n}\n" for n in notes)) if notes else ""
 
 
-def write_verdict(selected: pd.DataFrame, out_dir: str | Path, reference: str, strategies: list[str],
+def write_verdict(selected: pd.DataFrame, out_dir: "str | Path | ReportFiles", reference: str, strategies: list[str],
                   settings: dict | None = None, dataset_types: dict | None = None) -> dict[str, str]:
-    """Write the verdict's tables and figure into ``out_dir``; return {path relative to out_dir: path}.
+    """Write the verdict's tables and figure to the classification report's files (or into the folder
+    ``out_dir``); return {path relative to the report's folder: path}.
 
     ``strategies``: those to rank (the report leaves out the ones trained from scratch). ``settings``: the
-    config's report section: ``confidence_level`` (alpha = 1 - level, 0.95 by default), ``rope`` (0.01),
-    ``bootstrap_seed`` (baycomp's sampling, 0), ``modality`` ({dataset: modality}). ``dataset_types``:
+    config's report section (:data:`medtl.report.declaration.REPORT`): ``confidence_level`` (alpha = 1 - level),
+    ``rope``, ``bootstrap_seed`` (baycomp's sampling), ``modality`` ({dataset: modality}). ``dataset_types``:
     {dataset: registry type}, for the default modality."""
-    settings = settings or {}
-    alpha = 1 - float(settings.get("confidence_level", 0.95))
-    rope = float(settings.get("rope", 0.01))
-    seed = int(settings.get("bootstrap_seed", 0))
-    out = Path(out_dir)
+    settings = {**REPORT, **(settings or {})}  # the declared defaults under what the section sets
+    alpha = 1 - float(settings["confidence_level"])
+    rope = float(settings["rope"])
+    seed = int(settings["bootstrap_seed"])
+    files = report_files("classification", out_dir)
     written: dict[str, str] = {}
 
     def put(rel: str, obj) -> None:
-        path = out / rel
+        path = files(rel)
         with atomic_path(path) as tmp:
             obj.to_csv(tmp, index=False) if isinstance(obj, pd.DataFrame) else tmp.write_text(obj)
         written[rel] = str(path)
@@ -267,7 +270,7 @@ def write_verdict(selected: pd.DataFrame, out_dir: str | Path, reference: str, s
     scores = score_matrix(selected, reference, strategies)
     m = scores.matrix
     datasets = sorted(set(m.index.get_level_values(0))) if len(m) else []
-    modality = {d: modality_of(d, dataset_types, settings.get("modality")) for d in datasets}
+    modality = {d: modality_of(d, dataset_types, settings["modality"]) for d in datasets}
     cells = f"{len(m)} (dataset, architecture) cells, {m.shape[1]} strategies: {', '.join(m.columns) or 'none'}"
 
     fr, pv, note = friedman_table(m, alpha)
@@ -280,8 +283,8 @@ def write_verdict(selected: pd.DataFrame, out_dir: str | Path, reference: str, s
         "nemenyi_p_vs_best": "Nemenyi p vs best", "not_worse_than_best": f"not worse than best (alpha {alpha:g})"})
         + _notes_md(scores.notes))
     name = "figures/critical_difference.png"
-    cd_diagram(m, pv, note, out / name)
-    written[name] = str(out / name)
+    cd_diagram(m, pv, note, files(name))
+    written[name] = str(files(name))
 
     by, note_b = bayes_table(m, reference, rope, seed)
     put("verdict_bayes.csv", by)

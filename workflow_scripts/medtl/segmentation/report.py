@@ -1,6 +1,6 @@
 """Segmentation report: every job's metrics and test masks -> Dice tables and mask overlays.
 
-Written into ``out_dir`` (each file atomically; ``report.md`` last):
+Written to the report rule's files (:mod:`medtl.report.outputs`; each atomically, ``report.md`` last):
 
 - ``all_runs.csv``              one row per job (val and test Dice, epochs, time)
 - ``summary.csv``               mean and SE over seeds per (dataset, model, strategy), val and test
@@ -23,6 +23,8 @@ from medtl.data.dense_store import load_dense_store
 from medtl.dense_report import (load_runs, markdown, mean_se_table, order_rows, save_figure, show_image, summarize,
                                 write_csv, write_text)
 from medtl.report.document import caption
+from medtl.report.declaration import DENSE_REPORT
+from medtl.report.outputs import ReportFiles, report_files
 
 COLOURS = ((0.90, 0.10, 0.15), (0.15, 0.40, 0.95), (0.10, 0.75, 0.30), (0.95, 0.60, 0.10), (0.60, 0.20, 0.80))
 
@@ -73,10 +75,10 @@ def mask_figure(store, predictions: dict[tuple[str, str], tuple[dict, pd.DataFra
 
 
 def build_report(metric_files: list[str], prediction_files: list[str], per_image_files: list[str],
-                 store_dirs: dict[str, str], out_dir: str, model_order: list[str] | None = None,
-                 strategy_order: list[str] | None = None, n_images: int = 4) -> dict[str, str]:
+                 store_dirs: dict[str, str], out_dir: "str | ReportFiles", model_order: list[str] | None = None,
+                 strategy_order: list[str] | None = None, n_images: int = DENSE_REPORT["n_images"]) -> dict[str, str]:
     """``prediction_files[i]`` and ``per_image_files[i]`` belong to ``metric_files[i]``."""
-    out = Path(out_dir)
+    out = report_files("segmentation", out_dir)  # the rule's files (medtl.report.outputs), or a folder
     files = [str(f) for f in metric_files]
     runs = order_rows(load_runs(files, "segmentation"), model_order, strategy_order)
     structures: dict[str, list[str]] = {}
@@ -95,11 +97,11 @@ def build_report(metric_files: list[str], prediction_files: list[str], per_image
         per_image.append(part.assign(dataset=row["dataset"], model=row["model"], strategy=row["strategy"],
                                      seed=int(row["seed"])))
     per_image = pd.concat(per_image, ignore_index=True) if per_image else pd.DataFrame()
-    write_csv(runs, out / "all_runs.csv")
-    write_csv(summary, out / "summary.csv")
-    write_csv(table, out / "segmentation_table.csv")
-    write_text(markdown(table), out / "segmentation_table.md")
-    write_csv(per_image, out / "per_image.csv")
+    write_csv(runs, out("all_runs.csv"))
+    write_csv(summary, out("summary.csv"))
+    write_csv(table, out("segmentation_table.csv"))
+    write_text(markdown(table), out("segmentation_table.md"))
+    write_csv(per_image, out("per_image.csv"))
     figures = []
     for ds in sorted(structures):
         chosen: dict[tuple[str, str], tuple[int, int]] = {}
@@ -119,7 +121,7 @@ def build_report(metric_files: list[str], prediction_files: list[str], per_image
                 arrays = {k: npz[k] for k in ("index", "masks")}
             preds[(m, s)] = (arrays, per_image[(per_image["dataset"] == ds) & (per_image["model"] == m)
                                                & (per_image["strategy"] == s) & (per_image["seed"] == seed)])
-        path = out / "figures" / f"masks_{ds}.png"
+        path = out(f"figures/masks_{ds}.png")
         mask_figure(load_dense_store(store_dirs[ds], task="segmentation"), preds, path, n_images)
         figures.append(path)
     # each section headed by the caption Snakemake's report shows beside the same result (report/segmentation/)
@@ -131,5 +133,5 @@ def build_report(metric_files: list[str], prediction_files: list[str], per_image
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
     lines += ["## Data", "", "### [all_runs.csv](all_runs.csv)", "", caption("segmentation/all_runs"),
               "### [summary.csv](summary.csv)", "", caption("segmentation/summary")]
-    write_text("\n".join(lines), out / "report.md")
+    write_text("\n".join(lines), out("report.md"))
     return {p.name: str(p) for p in figures}

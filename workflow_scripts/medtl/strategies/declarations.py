@@ -1,6 +1,6 @@
 """Every classification strategy's declaration: its settings (type, allowed values, default, meaning),
 what trains under it, and its implementation, imported only by the jobs. The config check, the defaults
-a job uses and the README's strategies tables all come from here (``medtl.workflow.docs``).
+a job uses and the strategies tables of docs/configuration.md all come from here (``medtl.workflow.docs``).
 
 Adding a strategy: a ``Strategy`` subclass in its own module, and its entry here.
 """

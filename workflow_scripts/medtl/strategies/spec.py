@@ -22,7 +22,7 @@ TYPE_KEY = "type"
 class StrategySpec:
     implementation: str   # "module:Class", a Strategy subclass taking (ctx, resolved settings)
     settings: Settings
-    trains: str           # what trains, in words (the README's strategies table)
+    trains: str           # what trains, in words (docs/configuration.md's strategies table)
     #: resolved settings -> whether a run has epochs that train only the head on a frozen backbone
     #: (cached backbone features can stand in for it); None: never
     frozen_backbone_when: Callable[[dict], bool] | None = None

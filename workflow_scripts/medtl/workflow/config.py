@@ -159,6 +159,7 @@ def check_config(config: dict) -> None:
     from medtl.data import DATASETS
     from medtl.data.options import declared_options
     from medtl.models.spec import ARCHS
+    from medtl.models.weights_declaration import weights_problems
     from medtl.strategies import STRATEGIES
 
     errors: list[str] = []
@@ -187,11 +188,10 @@ def check_config(config: dict) -> None:
             continue
         spec = ARCHS.get(kind)
         weights = (entry or {}).get("weights", {"type": "none"})
+        errors += weights_problems(weights, f"architectures.{key}.weights")
         if weights["type"] == "pretrain" and weights.get("dataset") not in config.get("source_datasets", {}):
             errors.append(f"architectures.{key}.weights.dataset: '{weights.get('dataset')}' must be a key of "
                           "source_datasets")
-        if weights["type"] == "checkpoint" and not weights.get("path"):
-            errors.append(f"architectures.{key}.weights.path: a checkpoint needs a path")
         if weights["type"] == "imagenet" and not spec.imagenet_weights:
             errors.append(f"architectures.{key}.weights: '{kind}' has no ImageNet weights; use pretrain or none")
         preprocess = {**spec.default_preprocess, **(entry or {}).get("preprocess", {})}
@@ -217,7 +217,9 @@ def check_config(config: dict) -> None:
         for name in (entry or {}).get("architectures", []):
             if name not in config["architectures"]:
                 errors.append(f"strategies.{key}.architectures: '{name}' is not a key of architectures")
-    reference = config.get("report", {}).get("reference", "ft")
+    from medtl.report.declaration import REPORT
+
+    reference = {**REPORT, **(config.get("report") or {})}["reference"]
     if config["datasets"] and reference not in config["strategies"]:
         errors.append(f"report.reference: '{reference}' is not one of the configured strategies")
     if errors:

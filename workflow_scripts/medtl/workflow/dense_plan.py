@@ -12,7 +12,6 @@ from typing import Iterator
 #: a task's default image size when a dataset entry sets none
 DEFAULT_SIZE = {"detection": 640, "segmentation": 1024}
 #: the report's settings a dataset entry's ``report`` may override
-REPORT_DEFAULTS = {"n_images": 4, "box_conf": 0.05}
 
 
 def strategies_of(task: str):
@@ -121,8 +120,10 @@ class DensePlan:
                 "training": training, "dataset": {"name": source, "size": self.size(source)}}
 
     def report_settings(self) -> dict:
-        return {**REPORT_DEFAULTS, **(self.section.get("report") or {}), "models": list(self.section.get("models", {})),
-                "strategies": list(self.section.get("strategies", {}))}
+        from medtl.report.declaration import DENSE_REPORT
+
+        return {**DENSE_REPORT.resolve(self.section.get("report"), f"{self.task}.report"),
+                "models": list(self.section.get("models", {})), "strategies": list(self.section.get("strategies", {}))}
 
 
 def dense_job_settings(hp: dict, task: str) -> dict:

@@ -80,6 +80,18 @@ def dense_settings() -> str:
     return _settings_table(owners, "where")
 
 
+def section_settings() -> str:
+    from medtl.models.weights_declaration import WEIGHTS
+    from medtl.report.declaration import DENSE_REPORT, REPORT
+    from medtl.training.declaration import TRAINING
+
+    owners = [("`training`", TRAINING)]
+    owners += [(f"`architectures: <name>: weights`, type `{kind}`", settings) for kind, settings in WEIGHTS.items()
+               if settings.declared]
+    owners += [("`report`", REPORT), ("`detection.report`, `segmentation.report`", DENSE_REPORT)]
+    return _settings_table(owners, "section")
+
+
 def own_data_options() -> str:
     from medtl.data import DATASETS
 
@@ -117,7 +129,8 @@ def source_options() -> str:
 #: document -> the generated tables it holds
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "docs/configuration.md": {"strategies": strategies, "strategy-settings": strategy_settings,
-                              "dense-settings": dense_settings, "own-data-options": own_data_options},
+                              "dense-settings": dense_settings, "section-settings": section_settings,
+                              "own-data-options": own_data_options},
     "docs/datasets.md": {"located-options": located_options, "image-options": image_options,
                          "source-options": source_options},
 }

@@ -45,13 +45,17 @@ class Plan:
         raise ValueError(f"dataset '{name}' is in neither datasets nor source_datasets of the config")
 
     def arch_entry(self, name: str) -> dict:
+        """The architecture as its jobs see it: its type, preprocessing and weights entry (keyed: the type's
+        declared defaults filled in, ``medtl.models.weights_declaration``; a weights job restores it with
+        ``weights_settings``)."""
         from medtl.models.spec import ARCHS
+        from medtl.models.weights_declaration import resolve_weights, weights_key
 
         entry = self.config["architectures"][name] or {}
         arch_type = entry.get("type", name)
         preprocess = {**ARCHS.get(arch_type).default_preprocess, **entry.get("preprocess", {})}
-        return {"key": name, "name": arch_type, "weights": entry.get("weights", {"type": "none"}),
-                "preprocess": preprocess}
+        weights = resolve_weights(entry.get("weights"), f"architectures.{name}.weights")
+        return {"key": name, "name": arch_type, "weights": weights_key(weights), "preprocess": preprocess}
 
     def strategy_spec(self, name: str):
         from medtl.strategies import STRATEGIES
@@ -173,7 +177,9 @@ class Plan:
         architectures, each dataset's registry type (its default modality in the verdict) and, only where the
         config has one, the scratch strategies (a config without one keeps its report's params)."""
         scratch = self.scratch_strategies()
-        return {**self.config["report"], "strategies": list(self.config["strategies"]),
+        from medtl.report.declaration import REPORT
+
+        return {**REPORT.resolve(self.config.get("report"), "report"), "strategies": list(self.config["strategies"]),
                 "architectures": list(self.config["architectures"]),
                 "dataset_types": {ds: (self.config["datasets"].get(ds) or {}).get("type", ds)
                                   for ds in self.run_datasets()},
