@@ -22,7 +22,7 @@ from medtl.runtime import resolve_device, save_torch, seed_everything, set_threa
 from medtl.segmentation.sam import build_sam
 from medtl.segmentation.spec import MODEL_DEFAULTS, TRAINING
 from medtl.segmentation.strategies import SEGMENTATION_STRATEGIES
-from medtl.segmentation.trainer import LoopSettings, SamTuner, SegData
+from medtl.segmentation.trainer import SamLoopSettings, SamTuner, SegData
 
 PRIMARY = "dice"
 # what a job uses for a setting its config slice leaves out: the declaration's defaults
@@ -50,7 +50,7 @@ def build_tuner(hp: dict, store, weights_file: str | None, device: torch.device,
     sam = build_sam(model["encoder"], int(model["img_size"]), weights_file)
     train = SegData(store.images, store.masks, store.indices("train"))
     val = SegData(store.images, store.masks, store.indices("val"))
-    loop = LoopSettings(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
+    loop = SamLoopSettings(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
                         weight_decay=float(t["weight_decay"]), box_jitter=float(t["box_jitter"]),
                         seed=int(hp["seed"]), patience=int(t["patience"]), eval_batch_size=int(t["eval_batch_size"]),
                         dice_weight=float(t["dice_weight"]), bce_weight=float(t["bce_weight"]), amp=bool(t["amp"]),

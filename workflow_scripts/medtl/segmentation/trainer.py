@@ -62,7 +62,8 @@ class SegData:
 
 
 @dataclass
-class LoopSettings:
+class SamLoopSettings:
+    """The loop of a SAM / SAM 2 fine-tuning job (the classification one's: medtl.training.trainer.LoopSettings)."""
     epochs: int
     batch_size: int
     lr: float
@@ -84,7 +85,7 @@ class SamTuner(Learner):
     tag = "[segmentation]"
     monitor = "dice"
 
-    def __init__(self, sam, settings: dict, schedule: StageSchedule, loop: LoopSettings, train: SegData,
+    def __init__(self, sam, settings: dict, schedule: StageSchedule, loop: SamLoopSettings, train: SegData,
                  val: SegData, device: torch.device, checkpoint: Path | None = None, signature: str = ""):
         self.sam = sam.to(device)
         self.settings, self.schedule, self.loop = settings, schedule, loop
