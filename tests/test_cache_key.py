@@ -276,3 +276,24 @@ def test_the_report_params_hold_the_declared_defaults(monkeypatch):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     replace_default(monkeypatch, DENSE_REPORT, "n_images", 2)
     assert DensePlan(config, "segmentation").report_settings()["n_images"] == 2
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_a_dense_model_s_weights_entry_is_keyed_with_its_declared_defaults(task, monkeypatch):
+    import yaml
+
+    from medtl.models.weights_declaration import DENSE_WEIGHTS, weights_settings
+    from medtl.workflow.dense_plan import DensePlan
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    plan = DensePlan(config, task)
+    model, entry = next((m, e) for m, e in config[task]["models"].items()
+                        if (e.get("weights") or {}).get("type") == "pretrain")
+    source = entry["weights"]["dataset"]
+    assert plan.model_key(model)["weights"] == entry["weights"]  # at today's defaults: the entry as written
+    before = plan.pretrain_entry(model, source)
+    replace_default(monkeypatch, DENSE_WEIGHTS["pretrain"], "seed", 3)
+    after = plan.pretrain_entry(model, source)
+    assert after != before and weights_settings(after["weights"], DENSE_WEIGHTS)["seed"] == 3
+    pretrained = {m for m, e in config[task]["models"].items() if (e.get("weights") or {}).get("type") == "pretrain"}
+    assert {r["model"] for r in plan.runs() if plan.hp(**r)["model"]["weights"].get("seed") == 3} == pretrained

@@ -71,14 +71,15 @@ def release_url(task: str, model_entry: dict | None) -> str | None:
 
 def problems(task: str, where: str, model_entry: dict | None, source_datasets: dict | None) -> list[str]:
     """Config errors of a model's ``weights``, each by its key path."""
+    from medtl.models.weights_declaration import DENSE_WEIGHTS, weights_problems
+
     weights = weights_entry(model_entry)
     kind = weights.get("type", "none")
-    if kind == "checkpoint" and not weights.get("path"):
-        return [f"{where}.weights.path: a checkpoint needs a path"]
+    declared = weights_problems(weights, f"{where}.weights", DENSE_WEIGHTS)  # each type's settings, declared
+    if declared:
+        return declared
     if kind == "pretrain":
         dataset = weights.get("dataset")
-        if not dataset:
-            return [f"{where}.weights.dataset: pretraining needs a dataset (a key of {task}.source_datasets)"]
         if dataset not in (source_datasets or {}):
             known = ", ".join(source_datasets or {}) or "none"
             return [f"{where}.weights.dataset: '{dataset}' is not in {task}.source_datasets (known: {known})"]
@@ -86,8 +87,6 @@ def problems(task: str, where: str, model_entry: dict | None, source_datasets: d
         what = ("the model's cfg (releases: yolov8n-x, yolo11n-x, rtdetr-l, rtdetr-x)" if task == "detection"
                 else f"encoder '{(model_entry or {}).get('encoder', 'vit_b')}' (releases: {', '.join(SAM_RELEASES)})")
         return [f"{where}.weights: no released checkpoint is known for {what}; give its url"]
-    if kind == "release" and weights.get("sha256") and not re.fullmatch(r"[0-9a-fA-F]{64}", str(weights["sha256"])):
-        return [f"{where}.weights.sha256: expected 64 hexadecimal digits"]
     return []
 
 

@@ -30,6 +30,7 @@ from medtl.detection.stages import StageController
 from medtl.detection.strategies import DETECTION_STRATEGIES
 from medtl.fit import Checkpointer
 from medtl.io import atomic_path, read_json, write_json
+from medtl.models.weights_declaration import DENSE_WEIGHTS, weights_settings
 from medtl.runtime import signature
 
 METRICS = ("map50", "map50_95", "precision", "recall")
@@ -256,14 +257,15 @@ def pretrain(model: dict, weights: dict, training: dict, dataset: dict, data_dir
     epochs, lr, batch_size, seed}``, ``training`` the task's training settings with the model's own over
     them (what ``weights`` leaves out), ``dataset`` the source's name and prepared size."""
     offline.prepare(config_dir, threads)
-    t = {**training, "epochs": int(weights.get("epochs", 5))}
-    if "lr" in weights:
+    weights = weights_settings({**weights, "type": "pretrain"}, DENSE_WEIGHTS)  # the declared defaults
+    t = {**training, "epochs": int(weights["epochs"])}
+    if weights["lr"] is not None:
         t["lr0"] = float(weights["lr"])
-    if "batch_size" in weights:
+    if weights["batch_size"] is not None:
         t["batch_size"] = int(weights["batch_size"])
     hp = {"dataset": dataset, "model": {**model, "weights": {"type": "none"}},
           "strategy": {"name": "ft", "type": "ft", "settings": {}}, "training": t,
-          "seed": int(weights.get("seed", 0)), "pretrain": True}
+          "seed": int(weights["seed"]), "pretrain": True}
     print(f"[detection] pretraining {model.get('cfg') or model['type']} on {dataset['name']} for {t['epochs']} "
           "epochs", file=sys.stderr, flush=True)
     done = train(hp, data_dir, checkpoint_dir)

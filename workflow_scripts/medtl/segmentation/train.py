@@ -18,6 +18,7 @@ import torch
 from medtl.data.dense_store import load_dense_store
 from medtl.fit import GPU_CHECKPOINT_INTERVAL_S
 from medtl.io import atomic_path, write_json
+from medtl.models.weights_declaration import DENSE_WEIGHTS, weights_settings
 from medtl.runtime import resolve_device, save_torch, seed_everything, set_threads, signature
 from medtl.segmentation.sam import build_sam
 from medtl.segmentation.spec import MODEL_DEFAULTS, TRAINING
@@ -121,11 +122,12 @@ def pretrain(model: dict, weights: dict, training: dict, store_dir: str, out: st
     leaves out comes from ``training`` (the task's, with the model's own over it)."""
     set_threads(threads)
     store = load_dense_store(store_dir, task="segmentation")
-    t = {**training, "epochs": int(weights.get("epochs", 5))}
-    t.update({k: weights[k] for k in ("lr", "batch_size") if k in weights})
+    weights = weights_settings({**weights, "type": "pretrain"}, DENSE_WEIGHTS)  # the declared defaults
+    t = {**training, "epochs": int(weights["epochs"])}
+    t.update({k: weights[k] for k in ("lr", "batch_size") if weights[k] is not None})
     hp = {"dataset": {"name": store.meta["name"]}, "model": {**model, "weights": {"type": "none"}},
           "strategy": {"name": "ft", "type": "ft", "settings": {}}, "training": t,
-          "seed": int(weights.get("seed", 0)), "pretrain": True}
+          "seed": int(weights["seed"]), "pretrain": True}
     device = resolve_device(t.get("device", TRAINING_DEFAULTS["device"]))
     tuner = build_tuner(hp, store, None, device, checkpoint, train_prompts=True)
     m = {**MODEL_DEFAULTS, **model}

@@ -79,9 +79,17 @@ class DensePlan:
         return {"name": name, "type": kind,
                 "settings": spec.settings.key(spec.resolve(entry, f"{self.task}.strategies.{name}"))}
 
+    def weights_key(self, model: str) -> dict:
+        """The model's weights entry, keyed: its type's declared defaults filled in
+        (``medtl.models.weights_declaration.DENSE_WEIGHTS``; a weights job restores it with ``weights_settings``)."""
+        from medtl.models.weights_declaration import DENSE_WEIGHTS, resolve_weights, weights_key
+
+        where = f"{self.task}.models.{model}.weights"
+        return weights_key(resolve_weights(self.model_entry(model).get("weights"), where, DENSE_WEIGHTS), DENSE_WEIGHTS)
+
     def model_key(self, model: str) -> dict:
         entry = self.model_entry(model)
-        weights = entry.get("weights") or {"type": "none"}
+        weights = self.weights_key(model)
         if self.task == "detection":
             return {"name": model, "type": entry.get("type", model), "cfg": entry.get("cfg"), "weights": weights}
         from medtl.segmentation.spec import MODEL_DEFAULTS
@@ -105,12 +113,12 @@ class DensePlan:
     def pretrain_entry(self, model: str, source: str) -> dict:
         """What pretraining depends on: the model, its weights entry and the training settings it inherits."""
         entry = self.model_entry(model)
-        weights = dict(entry.get("weights") or {})
+        weights = self.weights_key(model)
         if weights.get("type") != "pretrain" or weights.get("dataset") != source:
             raise ValueError(f"{self.task}.models.{model} is not pretrained on '{source}'")
         keep = ("type", "cfg") if self.task == "detection" else ("encoder", "img_size")
-        # what the weights entry sets (epochs always: 5 by default) replaces the task's setting, which then
-        # must not rerun the pretraining when it changes
+        # what the weights entry sets (epochs always: declared in DENSE_WEIGHTS) replaces the task's setting,
+        # which then must not rerun the pretraining when it changes
         training = self.training(model)
         training.pop("epochs", None)
         for own, task_key in (("lr", "lr0" if self.task == "detection" else "lr"), ("batch_size", "batch_size")):

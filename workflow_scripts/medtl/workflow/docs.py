@@ -81,13 +81,15 @@ def dense_settings() -> str:
 
 
 def section_settings() -> str:
-    from medtl.models.weights_declaration import WEIGHTS
+    from medtl.models.weights_declaration import DENSE_WEIGHTS, WEIGHTS
     from medtl.report.declaration import DENSE_REPORT, REPORT
     from medtl.training.declaration import TRAINING
 
     owners = [("`training`", TRAINING)]
     owners += [(f"`architectures: <name>: weights`, type `{kind}`", settings) for kind, settings in WEIGHTS.items()
                if settings.declared]
+    owners += [(f"`detection`/`segmentation.models: <name>: weights`, type `{kind}`", settings)
+               for kind, settings in DENSE_WEIGHTS.items() if settings.declared]
     owners += [("`report`", REPORT), ("`detection.report`, `segmentation.report`", DENSE_REPORT)]
     return _settings_table(owners, "section")
 
