@@ -81,14 +81,19 @@ def test_a_new_setting_at_its_neutral_value_changes_no_key_and_reaches_the_job(d
 
 def test_a_setting_left_out_at_neutral_is_restored_at_neutral_not_at_a_changed_default(declared):
     lp_ft = STRATEGIES.get("lp_ft").settings
-    declared("lp_ft", Settings(lp_ft, head_scale=Number(2.0, minimum=0, neutral=1.0)))
-    config = copy.deepcopy(CONFIG)
-    config["strategies"]["lp_ft"] = {"head_scale": 1.0}  # the user asks for the neutral value
-    plan = Plan(config)
+    declared("lp_ft", Settings(lp_ft, head_scale=Number(1.0, minimum=0, neutral=1.0)))
+    plan = Plan(copy.deepcopy(CONFIG))
     run = next(r for r in plan.training_runs() if r["strategy"] == "lp_ft")
-    hp = plan.train_hp(**run)
+    hp = plan.train_hp(**run)  # a job keyed while the default was the neutral value
     assert "head_scale" not in hp["strategy"]["settings"]
-    assert job_settings(hp)["strategy"]["settings"]["head_scale"] == 1.0
+    declared("lp_ft", Settings(lp_ft, head_scale=Number(2.0, minimum=0, neutral=1.0)))  # the default changes
+    assert job_settings(hp)["strategy"]["settings"]["head_scale"] == 1.0  # that key still means what it did
+    # a value the config writes is keyed as written, at the neutral value too
+    config = copy.deepcopy(CONFIG)
+    config["strategies"]["lp_ft"] = {"head_scale": 1.0}
+    written = Plan(config).train_hp(**run)
+    assert written["strategy"]["settings"]["head_scale"] == 1.0
+    assert job_settings(written)["strategy"]["settings"]["head_scale"] == 1.0
 
 
 def test_the_training_section_is_keyed_with_its_declared_defaults():
@@ -231,6 +236,11 @@ def test_a_weights_entry_is_keyed_with_its_type_s_declared_defaults(monkeypatch)
     after = keys(PRETRAINED)
     # and so does every job that starts from those weights; a job from scratch does not
     assert sorted({k[2] for k in before if before[k] != after[k]}) == ["ft"]
+    # a value the entry writes stays in its key, at the neutral value too: it was keyed as written (config.yaml
+    # writes lr: 0.001), so no finished pretraining is rerun
+    written = {"type": "pretrain", "dataset": "source", "epochs": 6, "lr": 0.001}
+    config = {**PRETRAINED, "architectures": {"vgg_tiny": {"weights": written}}}
+    assert Plan(copy.deepcopy(config)).arch_entry("vgg_tiny")["weights"] == written
 
 
 def test_pretraining_runs_the_entry_s_declared_epochs(monkeypatch, tmp_path, tiny_store, capsys):

@@ -318,12 +318,15 @@ class Settings(Mapping):
         return {**self, **{k: v for k, v in (values or {}).items() if k not in ignore}}
 
     # -- the cache key ---------------------------------------------------------------------------------
-    def key(self, resolved: Mapping[str, Any]) -> dict:
+    def key(self, resolved: Mapping[str, Any], written: Mapping[str, Any] | None = None) -> dict:
         """What of ``resolved`` (the output of :meth:`resolve`) goes into a job's cache key: every setting
-        at its value, except one at its declared ``neutral`` value. A job gets the key and calls
-        :meth:`unkey`; since the key holds no default, a changed default changes the keys of exactly the
-        jobs that use it."""
-        return {k: v for k, v in resolved.items() if not self._at_neutral(k, v)}
+        at its value, except one that the config leaves out (not in ``written``, the config's own values)
+        at its declared ``neutral`` value. A job gets the key and calls :meth:`unkey`; since the key holds
+        no default, a changed default changes the keys of exactly the jobs that use it. A value the config
+        writes stays in the key even at neutral: a setting read with ``.get(key, default)`` before it was
+        declared was keyed as written, and those keys stay as they were."""
+        written = written or {}
+        return {k: v for k, v in resolved.items() if k in written or not self._at_neutral(k, v)}
 
     def unkey(self, keyed: Mapping[str, Any]) -> dict:
         """The resolved settings a cache key (:meth:`key`) stands for: each setting left out of it at its

@@ -7,7 +7,7 @@ from it (``medtl.workflow.plan``, ``medtl.workflow.dense_plan``). Nothing here i
 
 The settings the pipeline's pretraining takes were read with ``.get(key, default)`` before they were
 declared, and jobs were keyed on the entry as written; each declares that default as its ``neutral`` value,
-so an entry that leaves them out keeps its key (the pretraining did exactly that)."""
+and the key holds what the entry writes, so every entry keeps its key (a finished pretraining is not rerun)."""
 from __future__ import annotations
 
 from medtl.settings import REQUIRED, Int, Number, Settings, Text
@@ -91,10 +91,11 @@ def resolve_weights(entry: dict | None, where: str = "weights", table: dict[str,
     return {"type": entry["type"], **_declaration(entry, where, table).resolve(entry, where, ignore=("type",))}
 
 
-def weights_key(resolved: dict, table: dict[str, Settings] = WEIGHTS) -> dict:
-    """What of a resolved entry goes into the cache keys (:meth:`medtl.settings.Settings.key`)."""
+def weights_key(resolved: dict, written: dict | None = None, table: dict[str, Settings] = WEIGHTS) -> dict:
+    """What of a resolved entry goes into the cache keys (:meth:`medtl.settings.Settings.key`; ``written``: the
+    entry as the config writes it, whose values stay in the key as they always were)."""
     return {"type": resolved["type"], **_declaration(resolved, "weights", table).key(
-        {k: v for k, v in resolved.items() if k != "type"})}
+        {k: v for k, v in resolved.items() if k != "type"}, written)}
 
 
 def weights_settings(keyed: dict, table: dict[str, Settings] = WEIGHTS) -> dict:

@@ -70,22 +70,23 @@ class DensePlan:
         """The task's training settings with the model's own overrides on top, resolved and keyed."""
         declared = self.training_declaration()
         merged = {**(self.section.get("training") or {}), **(self.model_entry(model).get("training") or {})}
-        return declared.key(declared.resolve(merged, f"{self.task}.models.{model}.training"))
+        return declared.key(declared.resolve(merged, f"{self.task}.models.{model}.training"), merged)
 
     def strategy_entry(self, name: str) -> dict:
         entry = dict(self.section["strategies"][name] or {})
         kind = entry.pop("type", name)
         spec = strategies_of(self.task).get(kind)
         return {"name": name, "type": kind,
-                "settings": spec.settings.key(spec.resolve(entry, f"{self.task}.strategies.{name}"))}
+                "settings": spec.settings.key(spec.resolve(entry, f"{self.task}.strategies.{name}"), entry)}
 
     def weights_key(self, model: str) -> dict:
         """The model's weights entry, keyed: its type's declared defaults filled in
         (``medtl.models.weights_declaration.DENSE_WEIGHTS``; a weights job restores it with ``weights_settings``)."""
         from medtl.models.weights_declaration import DENSE_WEIGHTS, resolve_weights, weights_key
 
-        where = f"{self.task}.models.{model}.weights"
-        return weights_key(resolve_weights(self.model_entry(model).get("weights"), where, DENSE_WEIGHTS), DENSE_WEIGHTS)
+        written = self.model_entry(model).get("weights")
+        resolved = resolve_weights(written, f"{self.task}.models.{model}.weights", DENSE_WEIGHTS)
+        return weights_key(resolved, written, DENSE_WEIGHTS)
 
     def model_key(self, model: str) -> dict:
         entry = self.model_entry(model)

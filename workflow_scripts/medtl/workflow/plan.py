@@ -55,7 +55,8 @@ class Plan:
         arch_type = entry.get("type", name)
         preprocess = {**ARCHS.get(arch_type).default_preprocess, **entry.get("preprocess", {})}
         weights = resolve_weights(entry.get("weights"), f"architectures.{name}.weights")
-        return {"key": name, "name": arch_type, "weights": weights_key(weights), "preprocess": preprocess}
+        return {"key": name, "name": arch_type, "weights": weights_key(weights, entry.get("weights")),
+                "preprocess": preprocess}
 
     def strategy_spec(self, name: str):
         from medtl.strategies import STRATEGIES
@@ -71,7 +72,7 @@ class Plan:
         spec = self.strategy_spec(name)
         settings = {k: v for k, v in entry.items() if k not in SELECTION_KEYS}
         resolved = spec.resolve(settings, f"strategies.{name}")
-        return {"name": name, "type": entry.get("type", name), "settings": spec.settings.key(resolved)}
+        return {"name": name, "type": entry.get("type", name), "settings": spec.settings.key(resolved, settings)}
 
     def training(self, arch: str | None = None, strategy: str | None = None) -> dict:
         """The ``training`` section resolved (declared defaults filled in), for ``arch``'s jobs (of ``strategy``):
@@ -85,7 +86,7 @@ class Plan:
         return resolved
 
     def training_key(self, arch: str | None = None, strategy: str | None = None) -> dict:
-        return TRAINING.key(self.training(arch, strategy))
+        return TRAINING.key(self.training(arch, strategy), self.config.get("training"))
 
     def pretrain_training(self) -> dict:
         """The training settings pretraining uses (keyed): editing the fine-tuning-only ones reruns no
