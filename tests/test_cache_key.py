@@ -307,3 +307,27 @@ def test_a_dense_model_s_weights_entry_is_keyed_with_its_declared_defaults(task,
     assert after != before and weights_settings(after["weights"], DENSE_WEIGHTS)["seed"] == 3
     pretrained = {m for m, e in config[task]["models"].items() if (e.get("weights") or {}).get("type") == "pretrain"}
     assert {r["model"] for r in plan.runs() if plan.hp(**r)["model"]["weights"].get("seed") == 3} == pretrained
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"report": {"bootstrap_resamples": 1000.0}}, r"report\.bootstrap_resamples: 1000\.0 is not allowed; expected an integer >= 100"),
+    ({"training": {"epochs": 6.0}}, r"training\.epochs: 6\.0 is not allowed; expected an integer >= 1"),
+])
+def test_the_declared_sections_are_checked_with_the_config(section, message):
+    # JSON Schema calls 1000.0 an integer; the declarations do not: the check says so by key path, before the
+    # planner would stop the parse with a bare error
+    from medtl.workflow.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        check_config({**copy.deepcopy(CONFIG), **section})
+
+
+def test_null_in_a_weights_entry_is_its_declared_default():
+    from medtl.models.weights_declaration import weights_settings
+    from medtl.workflow.config import validate_config
+
+    config = copy.deepcopy(CONFIG)
+    config["architectures"] = {"vgg_tiny": {"weights": {"type": "hub", "repo": None, "revision": None}}}
+    validate_config(config, REPO / "schemas" / "config.schema.yaml")
+    check_config(config)
+    assert weights_settings(Plan(config).arch_entry("vgg_tiny")["weights"])["repo"] is None

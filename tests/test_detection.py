@@ -416,6 +416,7 @@ def test_schema_defaults_are_the_jobs_defaults():
     ({"strategies": {"spft": {"top_k": -2}}}, "detection.strategies.spft.top_k: -2 is not allowed"),
     ({"strategies": {"spft": {"ema": "no"}}}, "detection.strategies.spft.ema: 'no' is not allowed; expected true or false"),
     ({"models": {"m": {"type": "yolo", "training": {"lr0": -1}}}}, "detection.models.m.training.lr0: -1"),
+    ({"report": {"n_images": 4.0}}, "detection.report.n_images: 4.0 is not allowed; expected an integer >= 1"),
 ])
 def test_config_errors_are_named(section, fragment):
     base = {"datasets": {"synth_cxr_dense": {}}, "models": {"yolo": {}}, "strategies": {"ft": {}}}

@@ -73,3 +73,13 @@ def test_a_rule_output_that_ends_in_no_declared_file_is_named(tmp_path):
     output = rule_output("published", tmp_path, renamed={"side_by_side.md": "renamed.md"})
     with pytest.raises(ValueError, match=r"output 'summary' of the published report's rule is .*renamed\.md"):
         O.ReportFiles.from_output("published", output)
+
+
+def test_a_file_asked_for_but_never_written_is_named(tmp_path):
+    files = O.ReportFiles.from_output("published", rule_output("published", tmp_path))
+    for rel in ("side_by_side.md", "side_by_side.html", "side_by_side.csv", "recount_table11.csv"):
+        files(rel).parent.mkdir(parents=True, exist_ok=True)
+        files(rel).write_text("x")
+    files("recount_table12.csv")  # a writer that asks for the path and then writes nothing
+    with pytest.raises(RuntimeError, match=r"did not write: recount_table12\.csv"):
+        files.check_written()

@@ -212,7 +212,7 @@ class ReportFiles:
 
     def check_written(self) -> None:
         """Every file the rule declares was written (inside the workflow); ``RuntimeError`` naming the others."""
-        unwritten = [rel for rel, path in self._paths.items() if rel not in self.written and not Path(path).exists()]
+        unwritten = [rel for rel, path in self._paths.items() if not Path(path).exists()]
         if unwritten:
             raise RuntimeError(f"the {self.study.name} report declares {len(unwritten)} file(s) it did not write: "
                                f"{', '.join(sorted(unwritten))}")

@@ -218,7 +218,12 @@ def check_config(config: dict) -> None:
             if name not in config["architectures"]:
                 errors.append(f"strategies.{key}.architectures: '{name}' is not a key of architectures")
     from medtl.report.declaration import REPORT
+    from medtl.training.declaration import TRAINING
 
+    # the sections declared as Settings (their defaults are not in the schema): every problem by key path here,
+    # not as the planner's bare error while the rules are parsed
+    errors += TRAINING.problems(config.get("training"), "training")
+    errors += REPORT.problems(config.get("report"), "report")
     reference = {**REPORT, **(config.get("report") or {})}["reference"]
     if config["datasets"] and reference not in config["strategies"]:
         errors.append(f"report.reference: '{reference}' is not one of the configured strategies")

@@ -23,6 +23,7 @@ def check_dense_config(config: dict) -> None:
     from medtl.data import DENSE_DATASETS
     from medtl.data.options import declared_options
     from medtl.dense_weights import problems as weight_problems
+    from medtl.report.declaration import DENSE_REPORT
     from medtl.staging import check_strategies
 
     errors: list[str] = []
@@ -48,6 +49,7 @@ def check_dense_config(config: dict) -> None:
                           "its own")
         training = training_settings(task)
         errors += training.problems(section.get("training"), f"{task}.training")
+        errors += DENSE_REPORT.problems(section.get("report"), f"{task}.report")
         for key, entry in (section.get("models") or {}).items():
             entry = entry or {}
             where = f"{task}.models.{key}"

@@ -11,7 +11,6 @@ from typing import Iterator
 
 #: a task's default image size when a dataset entry sets none
 DEFAULT_SIZE = {"detection": 640, "segmentation": 1024}
-#: the report's settings a dataset entry's ``report`` may override
 
 
 def strategies_of(task: str):
@@ -123,7 +122,7 @@ class DensePlan:
         training = self.training(model)
         training.pop("epochs", None)
         for own, task_key in (("lr", "lr0" if self.task == "detection" else "lr"), ("batch_size", "batch_size")):
-            if own in weights:
+            if weights.get(own) is not None:  # null: the task's own
                 training.pop(task_key, None)
         return {"model": {"name": model, **{k: entry[k] for k in keep if k in entry}}, "weights": weights,
                 "training": training, "dataset": {"name": source, "size": self.size(source)}}

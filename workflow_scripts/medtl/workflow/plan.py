@@ -1,11 +1,12 @@
 """The classification study as jobs, from the config alone (no PyTorch, no Snakemake): each section's entry as
 a job sees it, the grid of training jobs, and each job's settings -- its cache key.
 
-One cache-key rule for every job: its settings *resolved* (each strategy's and the ``training`` section's
-declared defaults filled in) and then keyed by their declarations (``Settings.key``). A changed declared
-default thus changes the key of exactly the jobs that use it, and Snakemake reruns them; a setting added later
-with a ``neutral`` value (what jobs did without it) stays out of the keys at that value, so adding it reruns
-nothing. Jobs get the key and restore the settings (:func:`job_settings`). Resources and paths are never in it.
+One cache-key rule for every job: its settings *resolved* (each strategy's, the ``training`` section's and the
+``weights`` entry's declared defaults filled in) and then keyed by their declarations (``Settings.key``). A
+changed declared default thus changes the key of exactly the jobs that use it, and Snakemake reruns them; a
+setting added later with a ``neutral`` value (what jobs did without it) stays out of the keys at that value
+unless the config writes it, so adding it reruns nothing. Jobs get the key and restore the settings
+(:func:`job_settings`). Resources and paths are never in it.
 
 ``rules/*.smk`` call :class:`Plan` and keep only paths, input functions and rules.
 """
